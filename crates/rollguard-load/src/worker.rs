@@ -1,0 +1,234 @@
+//! A worker: one logical client that sends requests one after another, on a kept-alive
+//! connection or on a fresh connection per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, HeaderValue};
+use http::{HeaderMap, HeaderName, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use rollguard_core::FailureClass;
+use tokio::sync::watch;
+use tokio::time::timeout_at;
+
+use crate::classify;
+use crate::conn::{Conn, Connector};
+use crate::report::{Attempt, Outcome, Recorder};
+use crate::{ConnectionMode, LoadModel, StatusSet};
+
+/// Everything the workers share: where and what to send, and how to judge the answer.
+pub(crate) struct Plan {
+    pub(crate) connector: Connector,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) timeout: Duration,
+    pub(crate) expect_status: StatusSet,
+    pub(crate) version_header: HeaderName,
+    pub(crate) model: LoadModel,
+    pub(crate) start: Instant,
+    /// Open loop: the next request number to claim; request `i` is due at
+    /// `start + i / rate`.
+    pub(crate) next_ticket: AtomicU64,
+}
+
+pub(crate) struct Worker {
+    plan: Arc<Plan>,
+    mode: ConnectionMode,
+    conn: Option<Conn>,
+    /// When the run ends, once known.
+    end: watch::Receiver<Option<Instant>>,
+    recorder: Recorder,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        plan: Arc<Plan>,
+        mode: ConnectionMode,
+        end: watch::Receiver<Option<Instant>>,
+        recorder: Recorder,
+    ) -> Self {
+        Self {
+            plan,
+            mode,
+            conn: None,
+            end,
+            recorder,
+        }
+    }
+
+    /// Sends requests until the end of the run: no request due at or after the end is
+    /// sent, and a request in flight is finished first (it is bounded by the timeout).
+    pub(crate) async fn run(mut self) -> Recorder {
+        match self.plan.model {
+            LoadModel::Closed { .. } => {
+                while !self.ended(Instant::now()) {
+                    self.request(Instant::now()).await;
+                }
+            }
+            LoadModel::Open { rate, .. } => loop {
+                let ticket = self.plan.next_ticket.fetch_add(1, Ordering::Relaxed);
+                let due = self.plan.start + Duration::from_secs_f64(ticket as f64 / rate);
+                // The end may be set, or brought forward, while we wait for `due`.
+                while !self.ended(due) && Instant::now() < due {
+                    tokio::select! {
+                        changed = self.end.changed() => if changed.is_err() { break },
+                        () = tokio::time::sleep_until(due.into()) => {}
+                    }
+                }
+                if self.ended(due) {
+                    break;
+                }
+                self.request(due).await;
+            },
+        }
+        self.recorder
+    }
+
+    /// Whether a request due at `at` falls after the end of the run (or the run was
+    /// dropped).
+    fn ended(&self, at: Instant) -> bool {
+        match *self.end.borrow() {
+            Some(end) => at >= end,
+            None => self.end.has_changed().is_err(),
+        }
+    }
+
+    /// Sends one request due at `due` and records how it went.
+    async fn request(&mut self, due: Instant) {
+        let deadline = tokio::time::Instant::now() + self.plan.timeout;
+        let mut conn = match self.reusable_conn(deadline).await {
+            Some(conn) => conn,
+            None => match timeout_at(deadline, self.plan.connector.connect()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err((class, detail))) => {
+                    return self.fail(due, 0, class, detail, None);
+                }
+                Err(_) => {
+                    let detail = format!("no connection within {:?}", self.plan.timeout);
+                    return self.fail(due, 0, FailureClass::ConnectTimeout, detail, None);
+                }
+            },
+        };
+        let conn_requests = conn.completed;
+        match timeout_at(deadline, self.exchange(&mut conn)).await {
+            Err(_) => {
+                let detail = format!("no complete response within {:?}", self.plan.timeout);
+                self.fail(due, conn_requests, FailureClass::RequestTimeout, detail, None);
+            }
+            Ok(Err(err)) => {
+                let class = classify::exchange_error(&err);
+                self.fail(due, conn_requests, class, classify::detail(&err), None);
+            }
+            Ok(Ok((status, version))) => {
+                conn.completed += 1;
+                let attempt = Attempt {
+                    due,
+                    answered: true,
+                    conn_requests,
+                };
+                let outcome = if self.plan.expect_status.contains(status) {
+                    Outcome::Ok { version }
+                } else {
+                    Outcome::Failed {
+                        class: FailureClass::HttpStatus(status),
+                        detail: format!("unexpected status {status}"),
+                        version,
+                    }
+                };
+                self.recorder.record(attempt, outcome);
+                if self.mode == ConnectionMode::KeepAlive {
+                    self.conn = Some(conn);
+                }
+            }
+        }
+    }
+
+    /// The kept-alive connection, if there is one and the peer has not closed it meanwhile.
+    /// A connection closed while idle is replaced silently, as any client would; only a
+    /// close that races the request counts as a failure.
+    async fn reusable_conn(&mut self, deadline: tokio::time::Instant) -> Option<Conn> {
+        let mut conn = self.conn.take()?;
+        matches!(timeout_at(deadline, conn.ready()).await, Ok(true)).then_some(conn)
+    }
+
+    /// Sends the request and reads the whole response; returns its status and version id.
+    async fn exchange(&self, conn: &mut Conn) -> Result<(u16, Option<usize>), hyper::Error> {
+        let response = conn.send(self.build_request()).await?;
+        let status = response.status().as_u16();
+        let version = response
+            .headers()
+            .get(&self.plan.version_header)
+            .and_then(|v| self.recorder.version_id(v.as_bytes()));
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        Ok((status, version))
+    }
+
+    fn build_request(&self) -> Request<Full<Bytes>> {
+        let plan = &self.plan;
+        let mut request = Request::new(Full::new(plan.body.clone()));
+        *request.method_mut() = plan.method.clone();
+        *request.uri_mut() = plan.uri.clone();
+        *request.headers_mut() = plan.headers.clone();
+        if self.mode == ConnectionMode::Fresh && !plan.connector.is_http2() {
+            // One request per connection, and the server closes first, so TIME_WAIT sits
+            // on the server side and fresh-connection load can't exhaust local ports.
+            request
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        request
+    }
+
+    fn fail(
+        &mut self,
+        due: Instant,
+        conn_requests: u64,
+        class: FailureClass,
+        detail: String,
+        version: Option<usize>,
+    ) {
+        let attempt = Attempt {
+            due,
+            answered: false,
+            conn_requests,
+        };
+        self.recorder.record(
+            attempt,
+            Outcome::Failed {
+                class,
+                detail,
+                version,
+            },
+        );
+    }
+}
+
+/// The request headers every request carries: `Host` for HTTP/1.1 (HTTP/2 takes the
+/// authority from the URI), a `User-Agent`, then the user's headers, which win.
+pub(crate) fn base_headers(
+    authority: Option<&http::uri::Authority>,
+    http2: bool,
+    user: &[(HeaderName, HeaderValue)],
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if !http2 && let Some(authority) = authority {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, host);
+        }
+    }
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("rollguard/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in user {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+}

@@ -1,0 +1,45 @@
+//! `rollguard`: make rolling updates of HTTP services on Kubernetes drop zero requests, and
+//! prove it. This crate is the command line: flag definitions, wiring and output rendering.
+//! The work itself happens in the library crates.
+
+mod demo_app;
+mod measure;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Make rolling updates of HTTP services on Kubernetes drop zero requests, and prove it.
+#[derive(Debug, Parser)]
+#[command(name = "rollguard", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a URL and record every failed request (optionally while a command runs).
+    Measure(measure::MeasureArgs),
+    /// Run the demo HTTP app: two colors and a switch for every bad shutdown behavior.
+    DemoApp(demo_app::DemoAppArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Measure(args) => measure::run(args),
+        Command::DemoApp(args) => demo_app::run(args),
+    }
+}
+
+/// Logs go to stderr, human-readable; `RUST_LOG` overrides the default level.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
