@@ -19,6 +19,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, Sleep};
 use tracing::{info, warn};
 
+use rollguard_core::duration::format_duration;
+
 use crate::config::{Config, OnSigterm};
 use crate::connection::serve_connection;
 use crate::routes::Shared;
@@ -277,11 +279,11 @@ impl Lifecycle {
         match self.phase {
             Phase::Starting | Phase::NotReady | Phase::Ready => {
                 if delay.is_zero() {
-                    info!(phase = %self.phase, %on_sigterm, drain_delay = ?delay, "SIGTERM received");
+                    info!(phase = %self.phase, %on_sigterm, drain_delay = %format_duration(delay), "SIGTERM received");
                     return self.apply_sigterm();
                 }
                 let from = self.enter(Phase::DrainDelay);
-                info!(%from, to = %self.phase, %on_sigterm, drain_delay = ?delay, "SIGTERM received");
+                info!(%from, to = %self.phase, %on_sigterm, drain_delay = %format_duration(delay), "SIGTERM received");
                 drain_delay.reset(Instant::now() + delay);
             }
             Phase::DrainDelay | Phase::Ignoring | Phase::Draining => {
