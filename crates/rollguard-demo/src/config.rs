@@ -140,7 +140,14 @@ mod tests {
         for good in ["red", "blue", "#ff8800", "v2_green-1"] {
             assert_eq!(good.parse::<Color>().unwrap().as_str(), good);
         }
-        for bad in ["", "red blue", "<b>", "rouge\u{e9}", "a\"b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "red blue",
+            "<b>",
+            "rouge\u{e9}",
+            "a\"b",
+            &"x".repeat(65),
+        ] {
             let err = bad.parse::<Color>().unwrap_err().to_string();
             assert!(err.contains("invalid color"), "{bad}: {err}");
         }

@@ -24,7 +24,7 @@ use crate::config::Color;
 use crate::connection::ConnActivity;
 
 /// The header that names the version (color) which answered.
-pub(crate) const X_VERSION: HeaderName = HeaderName::from_static("x-version");
+const X_VERSION: HeaderName = HeaderName::from_static("x-version");
 
 /// The longest `/slow` accepts: an hour, far beyond any grace period.
 const MAX_SLOW_MS: u64 = 3_600_000;
@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn slow_explains_bad_or_missing_ms() {
         for query in [None, Some(""), Some("m=5")] {
-            assert!(slow_ms(query).unwrap_err().contains("needs ?ms=N"), "{query:?}");
+            assert!(
+                slow_ms(query).unwrap_err().contains("needs ?ms=N"),
+                "{query:?}"
+            );
         }
         for raw in ["abc", "-1", "1.5", "3600001", ""] {
             let query = format!("ms={raw}");

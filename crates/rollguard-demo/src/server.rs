@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use rollguard_core::duration::format_duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, Sleep};
 use tracing::{info, warn};
-
-use rollguard_core::duration::format_duration;
 
 use crate::config::{Config, OnSigterm};
 use crate::connection::serve_connection;
@@ -146,6 +145,10 @@ impl Server {
     /// configured. Returns only when SIGTERM makes the app exit or drain; with
     /// [`OnSigterm::Ignore`] it never returns, so drop the future (or end the process) to
     /// stop it. Dropping the future, like [`Exit::Abandoned`], cuts open connections.
+    ///
+    /// Each connection is served by its own task; answering a request takes no lock and, but
+    /// for `/slow`, no allocation beyond hyper's. Fails only if listening fails once the
+    /// startup delay is over (rare: binding already checked the address).
     pub async fn serve(self) -> Result<Exit, ListenError> {
         let Server {
             config,
@@ -360,9 +363,7 @@ impl Lifecycle {
     fn publish_health(&self) {
         let healthy = match self.phase {
             Phase::Ready => true,
-            Phase::DrainDelay | Phase::Ignoring => {
-                self.warm && !self.config.fail_health_on_sigterm
-            }
+            Phase::DrainDelay | Phase::Ignoring => self.warm && !self.config.fail_health_on_sigterm,
             Phase::Starting | Phase::NotReady | Phase::Draining => false,
         };
         self.shared.set_healthy(healthy);

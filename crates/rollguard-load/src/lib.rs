@@ -38,9 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use conn::TlsError;
-pub use report::{
-    ClassSummary, Failure, Latency, LiveStats, MAX_STORED_FAILURES, Report, Second,
-};
+pub use report::{ClassSummary, Failure, Latency, LiveStats, MAX_STORED_FAILURES, Report, Second};
 pub use status::{StatusSet, StatusSetError};
 pub use target::{Target, TargetError};
 

@@ -275,8 +275,7 @@ impl Recorder {
                 summary.reused += u64::from(reused);
                 summary.first_ms = summary.first_ms.min(t_ms);
                 summary.last_ms = summary.last_ms.max(t_ms);
-                if self.shared.stored_failures.fetch_add(1, Ordering::Relaxed)
-                    < MAX_STORED_FAILURES
+                if self.shared.stored_failures.fetch_add(1, Ordering::Relaxed) < MAX_STORED_FAILURES
                 {
                     let failure = Failure {
                         t_ms,

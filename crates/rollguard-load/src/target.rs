@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme};
 
 /// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +36,9 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let uri: Uri = s
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| TargetError::Invalid(s.to_owned(), e.to_string()))?;
+        let uri: Uri = s.parse().map_err(|e: http::uri::InvalidUri| {
+            TargetError::Invalid(s.to_owned(), e.to_string())
+        })?;
         let tls = match uri.scheme() {
             Some(scheme) if *scheme == Scheme::HTTP => false,
             Some(scheme) if *scheme == Scheme::HTTPS => true,
@@ -49,7 +49,10 @@ impl FromStr for Target {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| TargetError::NoHost(s.to_owned()))?;
         // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
             uri,
@@ -182,9 +185,21 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_http_url() {
-        assert!(matches!("localhost:8080".parse::<Target>(), Err(TargetError::Scheme(_))));
-        assert!(matches!("ftp://x/".parse::<Target>(), Err(TargetError::Scheme(_))));
-        assert!(matches!("http://".parse::<Target>(), Err(TargetError::Invalid(..))));
-        assert!(matches!("not a url".parse::<Target>(), Err(TargetError::Invalid(..))));
+        assert!(matches!(
+            "localhost:8080".parse::<Target>(),
+            Err(TargetError::Scheme(_))
+        ));
+        assert!(matches!(
+            "ftp://x/".parse::<Target>(),
+            Err(TargetError::Scheme(_))
+        ));
+        assert!(matches!(
+            "http://".parse::<Target>(),
+            Err(TargetError::Invalid(..))
+        ));
+        assert!(matches!(
+            "not a url".parse::<Target>(),
+            Err(TargetError::Invalid(..))
+        ));
     }
 }

@@ -117,7 +117,13 @@ impl Worker {
         match timeout_at(deadline, self.exchange(&mut conn)).await {
             Err(_) => {
                 let detail = format!("no complete response within {:?}", self.plan.timeout);
-                self.fail(due, conn_requests, FailureClass::RequestTimeout, detail, None);
+                self.fail(
+                    due,
+                    conn_requests,
+                    FailureClass::RequestTimeout,
+                    detail,
+                    None,
+                );
             }
             Ok(Err(err)) => {
                 let class = classify::exchange_error(&err);

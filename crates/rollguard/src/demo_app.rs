@@ -16,10 +16,12 @@ const EXIT_SIGINT: u8 = 130;
 
 /// Flags of `rollguard demo-app`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Routes: GET / (page in the app's color), GET /health (200 ok or 503), \
+#[command(
+    after_help = "Routes: GET / (page in the app's color), GET /health (200 ok or 503), \
     GET /slow?ms=N (answers after N ms); every response carries X-Version: <color>. \
     HTTP/1.1 keep-alive and h2c (prior knowledge) share the port. \
-    SIGINT (Ctrl-C) always stops the app at once (exit 130).")]
+    SIGINT (Ctrl-C) always stops the app at once (exit 130)."
+)]
 pub struct DemoAppArgs {
     /// Address to listen on (IP:PORT; port 0 picks a free port, printed in the log).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Load a URL and record every failed request (optionally while a command runs).
-    Measure(measure::MeasureArgs),
+    Measure(Box<measure::MeasureArgs>),
     /// Run the demo HTTP app: two colors and a switch for every bad shutdown behavior.
     DemoApp(demo_app::DemoAppArgs),
 }
@@ -29,17 +29,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
-        Command::Measure(args) => measure::run(args),
+        Command::Measure(args) => measure::run(*args),
         Command::DemoApp(args) => demo_app::run(args),
     }
 }
 
 /// Logs go to stderr, human-readable; `RUST_LOG` overrides the default level.
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colors only on a terminal: logs piped to a file or a test must stay plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

@@ -117,7 +117,10 @@ succeeded), 1 otherwise, 2 on bad input, 130 when interrupted.";
 
 /// Runs `rollguard measure` to completion and returns its exit code.
 pub fn run(args: MeasureArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -222,8 +225,11 @@ async fn measure(args: MeasureArgs) -> Result<u8, Failure> {
                 ));
                 tokio::time::sleep_until(run.end_after(run.elapsed() + args.settle)).await;
             } else if let Some(app) = demo.as_mut() {
-                app.script(deadline.unwrap_or_else(tokio::time::Instant::now), &progress)
-                    .await;
+                app.script(
+                    deadline.unwrap_or_else(tokio::time::Instant::now),
+                    &progress,
+                )
+                .await;
             } else if let Some(deadline) = deadline {
                 tokio::time::sleep_until(deadline).await;
             }
@@ -379,7 +385,9 @@ fn read_body(body: Option<&str>) -> anyhow::Result<Bytes> {
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
-        _ => Err(format!("'{s}' is not a positive number of requests per second")),
+        _ => Err(format!(
+            "'{s}' is not a positive number of requests per second"
+        )),
     }
 }
 

@@ -44,7 +44,15 @@ impl ControlledRun {
             done = scratch.path("done").display(),
         );
         let child = rollguard()
-            .args(["measure", url, "--settle", "300ms", "--duration", "60s", "--json"])
+            .args([
+                "measure",
+                url,
+                "--settle",
+                "300ms",
+                "--duration",
+                "60s",
+                "--json",
+            ])
             .arg(scratch.path("report.json"))
             .args(args)
             .arg("--")
@@ -108,7 +116,15 @@ fn steady_demo_app_has_no_failures_and_consistent_totals() {
     let scratch = Scratch::new("steady");
     let json = scratch.path("report.json");
     let out = rollguard()
-        .args(["measure", &url(addr, "/"), "--duration", "2s", "--rate", "200", "--json"])
+        .args([
+            "measure",
+            &url(addr, "/"),
+            "--duration",
+            "2s",
+            "--rate",
+            "200",
+            "--json",
+        ])
         .arg(&json)
         .output()
         .expect("run measure");
@@ -150,7 +166,11 @@ fn sigkill_and_restart_shows_refused_and_cut_connections() {
         .filter(|f| f["class"] == "connect-refused")
         .collect();
     assert!(!refused.is_empty(), "no connect-refused: {:?}", classes(r));
-    assert!(refused.iter().all(|f| f["reused"] == false && f["conn_requests"] == 0));
+    assert!(
+        refused
+            .iter()
+            .all(|f| f["reused"] == false && f["conn_requests"] == 0)
+    );
     let cut_on_reused = failures(r).iter().any(|f| {
         f["reused"] == true
             && (f["class"] == "connection-reset" || f["class"] == "closed-before-response")
@@ -174,9 +194,14 @@ fn sigterm_with_requests_in_flight(behavior: &str) -> Vec<Value> {
     );
     std::thread::sleep(PHASE);
     app.signal(Signal::SIGTERM);
-    app.wait_exit(Duration::from_secs(20)).expect("app exits after SIGTERM");
+    app.wait_exit(Duration::from_secs(20))
+        .expect("app exits after SIGTERM");
     let done = run.finish();
-    assert_eq!(done.code, Some(1), "refused connects after the exit fail the run");
+    assert_eq!(
+        done.code,
+        Some(1),
+        "refused connects after the exit fail the run"
+    );
     failures(&done.report)
         .iter()
         .filter(|f| f["class"] != "connect-refused")
@@ -188,8 +213,10 @@ fn sigterm_with_requests_in_flight(behavior: &str) -> Vec<Value> {
 fn sigterm_exit_cuts_requests_in_flight() {
     let cut = sigterm_with_requests_in_flight("exit");
     assert!(!cut.is_empty(), "SIGTERM with --sigterm exit cut nothing");
-    assert!(cut.iter().all(|f| f["class"] == "closed-before-response"
-        || f["class"] == "connection-reset"));
+    assert!(
+        cut.iter()
+            .all(|f| f["class"] == "closed-before-response" || f["class"] == "connection-reset")
+    );
 }
 
 #[test]
@@ -205,7 +232,8 @@ fn version_switch_shows_red_then_blue() {
     let run = ControlledRun::start(&url(addr, "/"), &["--rate", "200"]);
     std::thread::sleep(PHASE);
     red.signal(Signal::SIGTERM);
-    red.wait_exit(Duration::from_secs(10)).expect("red exits on SIGTERM");
+    red.wait_exit(Duration::from_secs(10))
+        .expect("red exits on SIGTERM");
     let _blue = demo_app(addr, &["--color", "blue"]);
     std::thread::sleep(PHASE);
     let done = run.finish();
@@ -233,7 +261,11 @@ fn version_switch_shows_red_then_blue() {
 fn http2_and_fresh_connections_work() {
     let addr = free_addr();
     let _app = demo_app(addr, &["--color", "blue"]);
-    for extra in [&["--http2"][..], &["--connections", "fresh"], &["--http2", "-c", "4"]] {
+    for extra in [
+        &["--http2"][..],
+        &["--connections", "fresh"],
+        &["--http2", "-c", "4"],
+    ] {
         let out = rollguard()
             .args(["measure", &url(addr, "/"), "--duration", "1s"])
             .args(extra)
@@ -292,9 +324,7 @@ fn interrupt_stops_the_command_group_and_reports() {
         .wait_exit(Duration::from_secs(15))
         .expect("measure exits on SIGINT");
     assert_eq!(status.code(), Some(130));
-    let gone = || {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), None).is_err()
-    };
+    let gone = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), None).is_err();
     assert!(
         wait_until(Duration::from_secs(10), gone),
         "the command's background sleep survived"
@@ -315,29 +345,63 @@ fn demo_self_test_shows_the_problem() {
         .expect("run measure --demo");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let r = read_json(&json);
-    assert!(u(&r["versions"]["red"]) > 0 && u(&r["versions"]["blue"]) > 0, "{r}");
+    assert!(
+        u(&r["versions"]["red"]) > 0 && u(&r["versions"]["blue"]) > 0,
+        "{r}"
+    );
     assert!(classes(&r).contains("connect-refused"), "{r}");
 }
 
 #[test]
 fn bad_input_exits_2_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
-        (&["measure", "not a url"], "<URL>"),
+        (&["measure", "not a url"], "URL]"),
         (&["measure", "ftp://example.test/"], "http://"),
-        (&["measure", "http://127.0.0.1:1/", "--duration", "abc"], "--duration"),
+        (
+            &["measure", "http://127.0.0.1:1/", "--duration", "abc"],
+            "--duration",
+        ),
         (&["measure", "http://127.0.0.1:1/", "--rate", "0"], "--rate"),
-        (&["measure", "http://127.0.0.1:1/", "-H", "nocolon"], "--header"),
-        (&["measure", "http://127.0.0.1:1/", "--expect-status", "600"], "--expect-status"),
-        (&["measure", "http://127.0.0.1:1/", "--connections", "sometimes"], "--connections"),
+        (
+            &["measure", "http://127.0.0.1:1/", "-H", "nocolon"],
+            "--header",
+        ),
+        (
+            &["measure", "http://127.0.0.1:1/", "--expect-status", "600"],
+            "--expect-status",
+        ),
+        (
+            &[
+                "measure",
+                "http://127.0.0.1:1/",
+                "--connections",
+                "sometimes",
+            ],
+            "--connections",
+        ),
         (&["measure", "http://127.0.0.1:1/", "--bogus"], "--bogus"),
-        (&["measure", "http://127.0.0.1:1/", "--body", "@/nonexistent/file"], "--body"),
-        (&["measure", "http://127.0.0.1:1/", "--", "/nonexistent/cmd"], "/nonexistent/cmd"),
+        (
+            &[
+                "measure",
+                "http://127.0.0.1:1/",
+                "--body",
+                "@/nonexistent/file",
+            ],
+            "--body",
+        ),
+        (
+            &["measure", "http://127.0.0.1:1/", "--", "/nonexistent/cmd"],
+            "/nonexistent/cmd",
+        ),
     ];
     for (args, needle) in cases {
         let out = rollguard().args(*args).output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
-        assert!(stderr.contains(needle), "{args:?}: stderr lacks {needle}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr lacks {needle}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }

@@ -114,7 +114,8 @@ impl RunningCommand {
                 self.status = Some((status, Instant::now()));
             }
             Err(err) => {
-                self.progress.line(format!("cannot wait for the command: {err}"));
+                self.progress
+                    .line(format!("cannot wait for the command: {err}"));
             }
         }
     }
@@ -156,7 +157,10 @@ fn is_shell_line(line: &str) -> bool {
 }
 
 fn describe(status: ExitStatus) -> String {
-    match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+    match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => "unknown status".into(),
@@ -181,7 +185,9 @@ mod tests {
 
     #[test]
     fn shell_lines_are_told_from_programs() {
-        assert!(is_shell_line("kubectl rollout restart deploy/x && kubectl rollout status"));
+        assert!(is_shell_line(
+            "kubectl rollout restart deploy/x && kubectl rollout status"
+        ));
         assert!(is_shell_line("echo $HOME"));
         assert!(!is_shell_line("./rollout.sh"));
         assert!(!is_shell_line("/usr/bin/true"));

@@ -31,9 +31,7 @@ impl Demo {
     /// Starts the red version on a free loopback port and waits until it listens.
     pub async fn start() -> anyhow::Result<Self> {
         let addr = free_port().context("cannot find a free loopback port")?;
-        let url: Target = format!("http://{addr}/")
-            .parse()
-            .context("demo URL")?;
+        let url: Target = format!("http://{addr}/").parse().context("demo URL")?;
         let app = spawn_app(addr, "red", None)?;
         wait_listening(addr).await?;
         Ok(Self { addr, url, app })

@@ -61,7 +61,8 @@ impl Progress {
             loop {
                 interval.tick().await;
                 let now = live.stats();
-                this.bar.set_message(this.message(live.elapsed(), &last, &now));
+                this.bar
+                    .set_message(this.message(live.elapsed(), &last, &now));
                 this.bar.tick();
                 last = now;
             }
@@ -99,11 +100,12 @@ impl Progress {
             .filter(|(_, n)| *n > 0)
             .collect();
         let sum: u64 = recent.iter().map(|(_, n)| n).sum();
-        if sum > 0 {
+        if !recent.is_empty() {
             msg.push_str(" | now");
-            for (name, n) in recent {
-                msg.push_str(&format!(" {name} {}%", n * 100 / sum));
-            }
+        }
+        for (name, n) in recent {
+            let share = (n * 100).checked_div(sum).unwrap_or(0);
+            msg.push_str(&format!(" {name} {share}%"));
         }
         msg
     }

@@ -37,7 +37,11 @@ pub fn report(out: &Output<'_>) -> String {
             (None, Some(sig)) => format!("killed by signal {sig}"),
             (None, None) => "no exit status".into(),
         };
-        let stopped = if cmd.stopped { ", stopped by rollguard" } else { "" };
+        let stopped = if cmd.stopped {
+            ", stopped by rollguard"
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
             "  command   {}\n            ran {} .. {}, {how}{stopped}",
@@ -248,7 +252,9 @@ fn bar(segments: &[(char, u64)]) -> String {
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header(header.to_vec());
+    table
+        .load_preset(presets::NOTHING)
+        .set_header(header.to_vec());
     table
 }
 
@@ -297,7 +303,10 @@ mod tests {
         let rows = text
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|w| w.strip_suffix('s').is_some_and(|n| n.parse::<u64>().is_ok()))
+            .filter(|w| {
+                w.strip_suffix('s')
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+            })
             .count();
         assert_eq!(rows, 50, "{text}");
     }
