@@ -32,7 +32,7 @@ start_nginx() {
   printf 'hello from nginx, a small static file for load tests\n' >"$dir/www/index.html"
   chmod -R a+rX "$dir"
   cat >"$dir/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes auto;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;

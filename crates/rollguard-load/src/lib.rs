@@ -34,8 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 
 pub use conn::TlsError;
 pub use report::{ClassSummary, Failure, Latency, LiveStats, MAX_STORED_FAILURES, Report, Second};
@@ -174,14 +173,28 @@ pub struct LoadRun {
     start: Instant,
     shared: Arc<Shared>,
     end: watch::Sender<Option<Instant>>,
-    workers: Vec<JoinHandle<Recorder>>,
+    /// One per load thread: its workers' records once they have all ended.
+    shards: Vec<oneshot::Receiver<std::io::Result<Vec<Recorder>>>>,
 }
 
-/// Starts sending load on the current tokio runtime.
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The TLS client configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A load thread could not be started.
+    #[error("cannot start a load thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Starts sending load, on one thread per core (at most one per worker), each with a
+/// single-threaded runtime. Must be called from within a tokio runtime (for the timer
+/// returned by [`LoadRun::end_after`]).
 ///
-/// Fails only when the TLS client can't be set up; connection and request errors are
-/// recorded as failures, never returned.
-pub fn start(spec: LoadSpec) -> Result<LoadRun, TlsError> {
+/// Fails only when the TLS client or a thread can't be set up; connection and request
+/// errors are recorded as failures, never returned.
+pub fn start(spec: LoadSpec) -> Result<LoadRun, StartError> {
     let connector = conn::Connector::new(&spec.target, spec.http2, spec.insecure)?;
     let uri = if spec.http2 {
         spec.target.uri().clone()
@@ -205,22 +218,70 @@ pub fn start(spec: LoadSpec) -> Result<LoadRun, TlsError> {
     });
     let shared = Arc::new(Shared::default());
     let (end, end_rx) = watch::channel(None);
-    let workers = (0..spec.model.workers())
-        .map(|i| {
-            let mode = match spec.connections {
+    let workers = spec.model.workers();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(workers);
+    let mut shards = Vec::with_capacity(threads);
+    for thread in 0..threads {
+        // Worker i runs on thread i % threads, so both connection kinds of a mixed run
+        // are spread over every thread.
+        let modes: Vec<ConnectionMode> = (thread..workers)
+            .step_by(threads)
+            .map(|i| match spec.connections {
                 ConnectionMode::Mixed if i % 2 == 1 => ConnectionMode::Fresh,
                 ConnectionMode::Mixed => ConnectionMode::KeepAlive,
                 other => other,
-            };
-            let recorder = Recorder::new(start, shared.clone());
-            tokio::spawn(Worker::new(plan.clone(), mode, end_rx.clone(), recorder).run())
-        })
-        .collect();
+            })
+            .collect();
+        let (done, shard) = oneshot::channel();
+        let (plan, shared, end_rx) = (plan.clone(), shared.clone(), end_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("rollguard-load-{thread}"))
+            .spawn(move || {
+                let _ = done.send(run_shard(plan, shared, end_rx, modes));
+            })
+            .map_err(StartError::Thread)?;
+        shards.push(shard);
+    }
     Ok(LoadRun {
         start,
         shared,
         end,
-        workers,
+        shards,
+    })
+}
+
+/// Runs some workers on a single-threaded runtime of their own until they all end.
+///
+/// One runtime per core, as wrk has one event loop per thread: a worker and the task
+/// driving its connection always run on the same thread, so the wake-ups between them,
+/// two per request, never cross threads.
+fn run_shard(
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    end: watch::Receiver<Option<Instant>>,
+    modes: Vec<ConnectionMode>,
+) -> std::io::Result<Vec<Recorder>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let handles: Vec<_> = modes
+            .into_iter()
+            .map(|mode| {
+                let recorder = Recorder::new(plan.start, shared.clone());
+                tokio::spawn(Worker::new(plan.clone(), mode, end.clone(), recorder).run())
+            })
+            .collect();
+        let mut recorders = Vec::with_capacity(handles.len());
+        for handle in handles {
+            match handle.await {
+                Ok(recorder) => recorders.push(recorder),
+                Err(err) => tracing::error!("load worker failed: {err}"),
+            }
+        }
+        Ok(recorders)
     })
 }
 
@@ -252,11 +313,12 @@ impl LoadRun {
     /// flight (each bounded by the request timeout), and returns the report.
     pub async fn finish(self) -> Report {
         let end = self.end_after(self.start.elapsed());
-        let mut recorders = Vec::with_capacity(self.workers.len());
-        for handle in self.workers {
-            match handle.await {
-                Ok(recorder) => recorders.push(recorder),
-                Err(err) => tracing::error!("load worker failed: {err}"),
+        let mut recorders = Vec::new();
+        for shard in self.shards {
+            match shard.await {
+                Ok(Ok(shard)) => recorders.extend(shard),
+                Ok(Err(err)) => tracing::error!("load thread could not start: {err}"),
+                Err(_) => tracing::error!("load thread ended without its records"),
             }
         }
         let elapsed = end.into_std().saturating_duration_since(self.start);

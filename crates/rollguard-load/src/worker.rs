@@ -64,11 +64,13 @@ impl Worker {
     /// sent, and a request in flight is finished first (it is bounded by the timeout).
     pub(crate) async fn run(mut self) -> Recorder {
         match self.plan.model {
-            LoadModel::Closed { .. } => {
-                while !self.ended(Instant::now()) {
-                    self.request(Instant::now()).await;
+            LoadModel::Closed { .. } => loop {
+                let now = Instant::now();
+                if self.ended(now) {
+                    break;
                 }
-            }
+                self.request(now).await;
+            },
             LoadModel::Open { rate, .. } => loop {
                 let ticket = self.plan.next_ticket.fetch_add(1, Ordering::Relaxed);
                 let due = self.plan.start + Duration::from_secs_f64(ticket as f64 / rate);
@@ -99,42 +101,19 @@ impl Worker {
 
     /// Sends one request due at `due` and records how it went.
     async fn request(&mut self, due: Instant) {
+        // One timer bounds the whole attempt, connecting included; `progress` says where
+        // the attempt was if the timer fires.
         let deadline = tokio::time::Instant::now() + self.plan.timeout;
-        let mut conn = match self.reusable_conn(deadline).await {
-            Some(conn) => conn,
-            None => match timeout_at(deadline, self.plan.connector.connect()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err((class, detail))) => {
-                    return self.fail(due, 0, class, detail, None);
-                }
-                Err(_) => {
-                    let detail = format!("no connection within {:?}", self.plan.timeout);
-                    return self.fail(due, 0, FailureClass::ConnectTimeout, detail, None);
-                }
-            },
-        };
-        let conn_requests = conn.completed;
-        match timeout_at(deadline, self.exchange(&mut conn)).await {
-            Err(_) => {
-                let detail = format!("no complete response within {:?}", self.plan.timeout);
-                self.fail(
-                    due,
-                    conn_requests,
-                    FailureClass::RequestTimeout,
-                    detail,
-                    None,
-                );
-            }
-            Ok(Err(err)) => {
-                let class = classify::exchange_error(&err);
-                self.fail(due, conn_requests, class, classify::detail(&err), None);
-            }
-            Ok(Ok((status, version))) => {
-                conn.completed += 1;
+        let mut progress = Progress::default();
+        let conn = self.conn.take();
+        let attempt = attempt(&self.plan, &self.recorder, self.mode, conn, &mut progress);
+        let result = timeout_at(deadline, attempt).await;
+        match result {
+            Ok(Ok((conn, status, version))) => {
                 let attempt = Attempt {
                     due,
                     answered: true,
-                    conn_requests,
+                    conn_requests: conn.completed - 1,
                 };
                 let outcome = if self.plan.expect_status.contains(status) {
                     Outcome::Ok { version }
@@ -150,70 +129,96 @@ impl Worker {
                     self.conn = Some(conn);
                 }
             }
+            Ok(Err((class, detail))) => self.fail(due, progress.conn_requests, class, detail),
+            Err(_) if progress.connected => {
+                let detail = format!("no complete response within {:?}", self.plan.timeout);
+                self.fail(
+                    due,
+                    progress.conn_requests,
+                    FailureClass::RequestTimeout,
+                    detail,
+                );
+            }
+            Err(_) => {
+                let detail = format!("no connection within {:?}", self.plan.timeout);
+                self.fail(due, 0, FailureClass::ConnectTimeout, detail);
+            }
         }
     }
 
-    /// The kept-alive connection, if there is one and the peer has not closed it meanwhile.
-    /// A connection closed while idle is replaced silently, as any client would; only a
-    /// close that races the request counts as a failure.
-    async fn reusable_conn(&mut self, deadline: tokio::time::Instant) -> Option<Conn> {
-        let mut conn = self.conn.take()?;
-        matches!(timeout_at(deadline, conn.ready()).await, Ok(true)).then_some(conn)
-    }
-
-    /// Sends the request and reads the whole response; returns its status and version id.
-    async fn exchange(&self, conn: &mut Conn) -> Result<(u16, Option<usize>), hyper::Error> {
-        let response = conn.send(self.build_request()).await?;
-        let status = response.status().as_u16();
-        let version = response
-            .headers()
-            .get(&self.plan.version_header)
-            .and_then(|v| self.recorder.version_id(v.as_bytes()));
-        let mut body = response.into_body();
-        while let Some(frame) = body.frame().await {
-            frame?;
-        }
-        Ok((status, version))
-    }
-
-    fn build_request(&self) -> Request<Full<Bytes>> {
-        let plan = &self.plan;
-        let mut request = Request::new(Full::new(plan.body.clone()));
-        *request.method_mut() = plan.method.clone();
-        *request.uri_mut() = plan.uri.clone();
-        *request.headers_mut() = plan.headers.clone();
-        if self.mode == ConnectionMode::Fresh && !plan.connector.is_http2() {
-            // One request per connection, and the server closes first, so TIME_WAIT sits
-            // on the server side and fresh-connection load can't exhaust local ports.
-            request
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        request
-    }
-
-    fn fail(
-        &mut self,
-        due: Instant,
-        conn_requests: u64,
-        class: FailureClass,
-        detail: String,
-        version: Option<usize>,
-    ) {
+    fn fail(&mut self, due: Instant, conn_requests: u64, class: FailureClass, detail: String) {
         let attempt = Attempt {
             due,
             answered: false,
             conn_requests,
         };
-        self.recorder.record(
-            attempt,
-            Outcome::Failed {
-                class,
-                detail,
-                version,
-            },
-        );
+        let outcome = Outcome::Failed {
+            class,
+            detail,
+            version: None,
+        };
+        self.recorder.record(attempt, outcome);
     }
+}
+
+/// How far an attempt got, for classifying a timeout.
+#[derive(Default)]
+struct Progress {
+    /// A connection was ready for the request.
+    connected: bool,
+    /// Requests the connection had completed before this one.
+    conn_requests: u64,
+}
+
+/// One request: reuse the kept-alive connection if the peer has not closed it meanwhile
+/// (a connection closed while idle is replaced silently, as any client would; only a
+/// close that races the request counts as a failure), or connect; then send the request
+/// and read the whole response. Returns the connection, the status and the version id.
+async fn attempt(
+    plan: &Plan,
+    recorder: &Recorder,
+    mode: ConnectionMode,
+    conn: Option<Conn>,
+    progress: &mut Progress,
+) -> Result<(Conn, u16, Option<usize>), (FailureClass, String)> {
+    let reusable = match conn {
+        Some(mut conn) => conn.ready().await.then_some(conn),
+        None => None,
+    };
+    let mut conn = match reusable {
+        Some(conn) => conn,
+        None => plan.connector.connect().await?,
+    };
+    progress.connected = true;
+    progress.conn_requests = conn.completed;
+    let fail = |e: hyper::Error| (classify::exchange_error(&e), classify::detail(&e));
+    let response = conn.send(build_request(plan, mode)).await.map_err(fail)?;
+    let status = response.status().as_u16();
+    let version = response
+        .headers()
+        .get(&plan.version_header)
+        .and_then(|v| recorder.version_id(v.as_bytes()));
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        frame.map_err(fail)?;
+    }
+    conn.completed += 1;
+    Ok((conn, status, version))
+}
+
+fn build_request(plan: &Plan, mode: ConnectionMode) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(plan.body.clone()));
+    *request.method_mut() = plan.method.clone();
+    *request.uri_mut() = plan.uri.clone();
+    *request.headers_mut() = plan.headers.clone();
+    if mode == ConnectionMode::Fresh && !plan.connector.is_http2() {
+        // One request per connection, and the server closes first, so TIME_WAIT sits on
+        // the server side and fresh-connection load can't exhaust local ports.
+        request
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    request
 }
 
 /// The request headers every request carries: `Host` for HTTP/1.1 (HTTP/2 takes the
