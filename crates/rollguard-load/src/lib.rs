@@ -1,7 +1,8 @@
 //! The load engine behind `rollguard measure` and the lab's built-in load.
 //!
-//! It sends HTTP requests at a fixed rate (open loop: latency is measured from the time a
-//! request was *due*, so a stalled server can't hide its stall; no coordinated omission) or
+//! It sends HTTP requests at a fixed rate (open loop: a request that could not go out on
+//! time because every worker was busy counts its wait in its latency, so a stalled server
+//! can't hide its stall; no coordinated omission) or
 //! as fast as a fixed number of clients can (closed loop), on kept-alive connections, fresh
 //! connections, or both, and records **every** failed request with its time, its class, and
 //! whether it rode a reused connection. It also counts which version (`X-Version`) answered
@@ -171,6 +172,7 @@ impl LiveView {
 /// [`LoadRun::finish`]. Dropping it stops the workers at their next request.
 pub struct LoadRun {
     start: Instant,
+    model: LoadModel,
     shared: Arc<Shared>,
     end: watch::Sender<Option<Instant>>,
     /// One per load thread: its workers' records once they have all ended.
@@ -246,6 +248,7 @@ pub fn start(spec: LoadSpec) -> Result<LoadRun, StartError> {
     }
     Ok(LoadRun {
         start,
+        model: spec.model,
         shared,
         end,
         shards,
@@ -322,6 +325,11 @@ impl LoadRun {
             }
         }
         let elapsed = end.into_std().saturating_duration_since(self.start);
-        report::merge(recorders, &self.shared, elapsed)
+        // Request i is due at i / rate: those due before the end number ceil(t x rate).
+        let due = match self.model {
+            LoadModel::Open { rate, .. } => Some((elapsed.as_secs_f64() * rate).ceil() as u64),
+            LoadModel::Closed { .. } => None,
+        };
+        report::merge(recorders, &self.shared, elapsed, due)
     }
 }

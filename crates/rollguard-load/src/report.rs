@@ -23,6 +23,9 @@ pub struct Report {
     pub ok: u64,
     /// Requests that failed, whatever the class.
     pub failed: u64,
+    /// Open loop: requests that fell due but were never sent, because every worker was
+    /// busy until the run had ended for longer than the request timeout.
+    pub unsent: u64,
     /// Failed requests per class name.
     pub failures_by_class: BTreeMap<String, u64>,
     /// Per class: count, when it first and last happened, and how many were on reused
@@ -183,10 +186,20 @@ pub(crate) enum Outcome {
     },
 }
 
+/// When a request was meant to go out, and where its latency counts from.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    /// When the request was due (open loop) or sent (closed loop): its place in the
+    /// timeline.
+    pub(crate) due: Instant,
+    /// Where its latency counts from: `due` when it had to wait for a free worker, the
+    /// moment it was sent otherwise.
+    pub(crate) origin: Instant,
+}
+
 /// Per-request facts besides the outcome.
 pub(crate) struct Attempt {
-    /// When the request was due (open loop) or sent (closed loop).
-    pub(crate) due: Instant,
+    pub(crate) slot: Slot,
     /// Whether a response arrived (latency is recorded only then).
     pub(crate) answered: bool,
     /// Requests the connection had completed before this one.
@@ -233,9 +246,11 @@ impl Recorder {
 
     pub(crate) fn record(&mut self, attempt: Attempt, outcome: Outcome) {
         let now = Instant::now();
-        let t = attempt.due.saturating_duration_since(self.start);
+        let t = attempt.slot.due.saturating_duration_since(self.start);
         if attempt.answered {
-            let us = now.saturating_duration_since(attempt.due).as_micros();
+            let us = now
+                .saturating_duration_since(attempt.slot.origin)
+                .as_micros();
             let _ = self
                 .latency_us
                 .record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
@@ -283,7 +298,7 @@ impl Recorder {
                         detail,
                         reused,
                         conn_requests: attempt.conn_requests,
-                        elapsed_ms: millis(now.saturating_duration_since(attempt.due)),
+                        elapsed_ms: millis(now.saturating_duration_since(attempt.slot.origin)),
                         version: None,
                     };
                     self.failures.push((version, failure));
@@ -296,7 +311,12 @@ impl Recorder {
 }
 
 /// Merges the workers' records into one report.
-pub(crate) fn merge(recorders: Vec<Recorder>, shared: &Shared, elapsed: Duration) -> Report {
+pub(crate) fn merge(
+    recorders: Vec<Recorder>,
+    shared: &Shared,
+    elapsed: Duration,
+    due: Option<u64>,
+) -> Report {
     let names = shared.version_names();
     let name = |id: usize| names.get(id).cloned().unwrap_or_else(|| id.to_string());
     let mut latency_us = new_histogram();
@@ -353,6 +373,7 @@ pub(crate) fn merge(recorders: Vec<Recorder>, shared: &Shared, elapsed: Duration
         total: ok + failed,
         ok,
         failed,
+        unsent: due.map_or(0, |due| due.saturating_sub(ok + failed)),
         failures_by_class: classes
             .iter()
             .map(|c| (c.class.to_string(), c.count))

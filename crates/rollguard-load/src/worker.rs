@@ -15,7 +15,7 @@ use tokio::time::timeout_at;
 
 use crate::classify;
 use crate::conn::{Conn, Connector};
-use crate::report::{Attempt, Outcome, Recorder};
+use crate::report::{Attempt, Outcome, Recorder, Slot};
 use crate::{ConnectionMode, LoadModel, StatusSet};
 
 /// Everything the workers share: where and what to send, and how to judge the answer.
@@ -69,11 +69,20 @@ impl Worker {
                 if self.ended(now) {
                     break;
                 }
-                self.request(now).await;
+                self.request(Slot {
+                    due: now,
+                    origin: now,
+                })
+                .await;
             },
             LoadModel::Open { rate, .. } => loop {
                 let ticket = self.plan.next_ticket.fetch_add(1, Ordering::Relaxed);
                 let due = self.plan.start + Duration::from_secs_f64(ticket as f64 / rate);
+                // Overdue when claimed: every worker was busy when it fell due, so the wait
+                // is the server's doing and counts in its latency (no coordinated
+                // omission). Otherwise this worker sleeps until `due`, and its wake-up lag
+                // (timer granularity) is ours, not the server's.
+                let overdue = Instant::now() >= due;
                 // The end may be set, or brought forward, while we wait for `due`.
                 while !self.ended(due) && Instant::now() < due {
                     tokio::select! {
@@ -81,10 +90,11 @@ impl Worker {
                         () = tokio::time::sleep_until(due.into()) => {}
                     }
                 }
-                if self.ended(due) {
+                if self.ended(due) || self.backlog_expired() {
                     break;
                 }
-                self.request(due).await;
+                let origin = if overdue { due } else { Instant::now() };
+                self.request(Slot { due, origin }).await;
             },
         }
         self.recorder
@@ -99,8 +109,18 @@ impl Worker {
         }
     }
 
-    /// Sends one request due at `due` and records how it went.
-    async fn request(&mut self, due: Instant) {
+    /// Whether the run ended more than a request timeout ago: requests still overdue
+    /// then are left unsent, so an overloaded target can't stretch the run (or an
+    /// interrupt) by more than that.
+    fn backlog_expired(&self) -> bool {
+        match *self.end.borrow() {
+            Some(end) => Instant::now() >= end + self.plan.timeout,
+            None => false,
+        }
+    }
+
+    /// Sends one request and records how it went.
+    async fn request(&mut self, slot: Slot) {
         // One timer bounds the whole attempt, connecting included; `progress` says where
         // the attempt was if the timer fires.
         let deadline = tokio::time::Instant::now() + self.plan.timeout;
@@ -111,7 +131,7 @@ impl Worker {
         match result {
             Ok(Ok((conn, status, version))) => {
                 let attempt = Attempt {
-                    due,
+                    slot,
                     answered: true,
                     conn_requests: conn.completed - 1,
                 };
@@ -129,11 +149,11 @@ impl Worker {
                     self.conn = Some(conn);
                 }
             }
-            Ok(Err((class, detail))) => self.fail(due, progress.conn_requests, class, detail),
+            Ok(Err((class, detail))) => self.fail(slot, progress.conn_requests, class, detail),
             Err(_) if progress.connected => {
                 let detail = format!("no complete response within {:?}", self.plan.timeout);
                 self.fail(
-                    due,
+                    slot,
                     progress.conn_requests,
                     FailureClass::RequestTimeout,
                     detail,
@@ -141,14 +161,14 @@ impl Worker {
             }
             Err(_) => {
                 let detail = format!("no connection within {:?}", self.plan.timeout);
-                self.fail(due, 0, FailureClass::ConnectTimeout, detail);
+                self.fail(slot, 0, FailureClass::ConnectTimeout, detail);
             }
         }
     }
 
-    fn fail(&mut self, due: Instant, conn_requests: u64, class: FailureClass, detail: String) {
+    fn fail(&mut self, slot: Slot, conn_requests: u64, class: FailureClass, detail: String) {
         let attempt = Attempt {
-            due,
+            slot,
             answered: false,
             conn_requests,
         };

@@ -352,6 +352,83 @@ fn demo_self_test_shows_the_problem() {
     assert!(classes(&r).contains("connect-refused"), "{r}");
 }
 
+/// Runs `measure URL ARGS --json` to completion; returns the exit code and the report.
+fn measure_json(url: &str, args: &[&str]) -> (Option<i32>, Value) {
+    let scratch = Scratch::new("measure-json");
+    let json = scratch.path("report.json");
+    let out = rollguard()
+        .args(["measure", url, "--json"])
+        .arg(&json)
+        .args(args)
+        .output()
+        .expect("run measure");
+    (out.status.code(), read_json(&json))
+}
+
+#[test]
+fn unexpected_statuses_and_timeouts_have_their_classes() {
+    let addr = free_addr();
+    let _app = demo_app(addr, &["--ready-delay", "10m"]);
+
+    let (code, r) = measure_json(&url(addr, "/health"), &["-d", "1s", "--rate", "50"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(u(&r["failures_by_class"]["http-503"]), 50, "{r}");
+    assert_eq!(
+        failures(&r)[0]["version"],
+        "red",
+        "the app that answered 503 is named"
+    );
+    assert!(
+        r["latency_ms"]["p50"].as_f64().is_some(),
+        "503s are responses: {r}"
+    );
+
+    let (code, r) = measure_json(
+        &url(addr, "/health"),
+        &["-d", "1s", "--rate", "50", "--expect-status", "503"],
+    );
+    assert_eq!((code, u(&r["failed"])), (Some(0), 0), "{r}");
+
+    let (code, r) = measure_json(
+        &url(addr, "/slow?ms=5000"),
+        &["-d", "1s", "--rate", "20", "--timeout", "300ms"],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(u(&r["failures_by_class"]["request-timeout"]), 20, "{r}");
+    let elapsed = u(&failures(&r)[0]["elapsed_ms"]);
+    assert!(
+        (300..2000).contains(&elapsed),
+        "timed out after {elapsed} ms"
+    );
+}
+
+#[test]
+fn open_loop_counts_the_wait_of_requests_that_could_not_go_out_on_time() {
+    let addr = free_addr();
+    let _app = demo_app(addr, &[]);
+    // One slot, 50 req/s due for 1 s, each answered after 100 ms: the slot keeps up with
+    // 10 req/s, so requests queue and their wait is part of their latency.
+    let (code, r) = measure_json(
+        &url(addr, "/slow?ms=100"),
+        &[
+            "-d",
+            "1s",
+            "--rate",
+            "50",
+            "--max-in-flight",
+            "1",
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(code, Some(0), "{r}");
+    let p50 = r["latency_ms"]["p50"].as_f64().expect("p50");
+    assert!(p50 > 300.0, "queueing hidden from latency: p50 {p50} ms");
+    // The queue is worked off for at most --timeout after the end; the rest is unsent.
+    assert!(u(&r["unsent"]) > 0, "{r}");
+    assert_eq!(u(&r["total"]) + u(&r["unsent"]), 50, "{r}");
+}
+
 #[test]
 fn bad_input_exits_2_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[

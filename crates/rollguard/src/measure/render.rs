@@ -60,6 +60,14 @@ pub fn report(out: &Output<'_>) -> String {
         "  requests  {} | ok {} | failed {} ({pct:.2}%)",
         r.total, r.ok, r.failed
     );
+    if r.unsent > 0 {
+        let _ = writeln!(
+            s,
+            "  unsent    {} requests fell due but were never sent: every slot was busy \
+             (raise --max-in-flight, or the target is too slow for --rate)",
+            r.unsent
+        );
+    }
 
     if !r.classes.is_empty() {
         let _ = writeln!(s, "\nFailures by class");
