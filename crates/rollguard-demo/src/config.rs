@@ -21,6 +21,10 @@ pub struct Config {
     pub drain_delay: Duration,
     /// Whether `/health` answers 503 from the moment SIGTERM arrives.
     pub fail_health_on_sigterm: bool,
+    /// Whether every HTTP/1.1 answer carries `Connection: close` from the moment SIGTERM
+    /// arrives, drain delay included, so kept-alive clients move to another pod before any
+    /// idle connection is closed under them (the keep-alive race).
+    pub close_keepalive_on_sigterm: bool,
     /// How long to wait before listening; connections are refused meanwhile.
     pub startup_delay: Duration,
     /// How long `/health` answers 503 after listening starts.
@@ -36,6 +40,7 @@ impl Default for Config {
             on_sigterm: OnSigterm::Exit,
             drain_delay: Duration::ZERO,
             fail_health_on_sigterm: false,
+            close_keepalive_on_sigterm: false,
             startup_delay: Duration::ZERO,
             ready_delay: Duration::ZERO,
             keepalive_timeout: Duration::from_secs(60),

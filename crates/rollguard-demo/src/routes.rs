@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     version: HeaderValue,
     page: Bytes,
     healthy: AtomicBool,
+    /// Every HTTP/1.1 answer says `Connection: close` (set after SIGTERM, on request).
+    close_keepalive: AtomicBool,
     in_flight: AtomicUsize,
 }
 
@@ -50,6 +52,7 @@ impl Shared {
             version: color.header().clone(),
             page: Bytes::from(page(color)),
             healthy: AtomicBool::new(false),
+            close_keepalive: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -57,6 +60,11 @@ impl Shared {
     /// Sets what `/health` answers from now on.
     pub(crate) fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// From now on every HTTP/1.1 answer carries `Connection: close`.
+    pub(crate) fn close_keepalive(&self) {
+        self.close_keepalive.store(true, Ordering::Relaxed);
     }
 
     /// Requests whose answer is not produced yet. Only `/slow` takes time; every other route
@@ -128,7 +136,7 @@ impl Routes {
             tokio::time::sleep(wait).await;
             let body = format!("slept {}ms\n", wait.as_millis());
             let answer = slow.shared.answer(StatusCode::OK, TEXT, Bytes::from(body));
-            close_if_shutting_down(answer, &slow.conn, http1)
+            close_if_shutting_down(answer, &slow.shared, &slow.conn, http1)
         }))
     }
 }
@@ -150,7 +158,7 @@ impl Service<Request<Incoming>> for Routes {
         match self.route(&request) {
             Route::Now(answer) => {
                 self.conn.answered();
-                let answer = close_if_shutting_down(answer, &self.conn, http1);
+                let answer = close_if_shutting_down(answer, &self.shared, &self.conn, http1);
                 Pending::Now(std::future::ready(Ok(answer)))
             }
             Route::Slow(wait) => self.answer_later(wait, http1),
@@ -198,10 +206,16 @@ impl Drop for SlowRequest {
     }
 }
 
-/// Adds `Connection: close` to an HTTP/1 answer once its connection is shutting down, so the
-/// client knows not to send another request on it (hyper closes it after this answer).
-fn close_if_shutting_down(mut answer: Answer, conn: &ConnActivity, http1: bool) -> Answer {
-    if http1 && conn.is_closing() {
+/// Adds `Connection: close` to an HTTP/1 answer once its connection (or the whole app) is
+/// shutting down, so the client knows not to send another request on it (hyper closes it
+/// after this answer).
+fn close_if_shutting_down(
+    mut answer: Answer,
+    shared: &Shared,
+    conn: &ConnActivity,
+    http1: bool,
+) -> Answer {
+    if http1 && (conn.is_closing() || shared.close_keepalive.load(Ordering::Relaxed)) {
         answer
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));

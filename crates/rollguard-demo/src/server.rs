@@ -277,6 +277,9 @@ impl Lifecycle {
     }
 
     fn on_sigterm(&mut self, drain_delay: Pin<&mut Sleep>) -> ControlFlow<Exit> {
+        if self.config.close_keepalive_on_sigterm {
+            self.shared.close_keepalive();
+        }
         let on_sigterm = self.config.on_sigterm;
         let delay = self.config.drain_delay;
         match self.phase {

@@ -413,6 +413,30 @@ async fn drain_delay_keeps_serving_before_draining() {
 }
 
 #[tokio::test]
+async fn close_keepalive_on_sigterm_asks_kept_alive_clients_to_leave_during_the_delay() {
+    let app = App::start(Config {
+        on_sigterm: OnSigterm::Drain,
+        drain_delay: Duration::from_secs(30),
+        close_keepalive_on_sigterm: true,
+        ..Config::default()
+    });
+    let mut client = Client::http1(app.addr).await;
+    assert_eq!(client.get("/").await.header("connection"), None);
+    app.handle.sigterm();
+    eventually("a kept-alive answer says Connection: close", || {
+        let addr = app.addr;
+        async move { get(addr, "/").await.header("connection") == Some("close") }
+    })
+    .await;
+    // The kept-alive client is told to leave with its next answer, and the server then
+    // closes the connection; nothing is closed under it while idle.
+    let reply = client.get("/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("connection"), Some("close"));
+    client.closed().await;
+}
+
+#[tokio::test]
 async fn exit_cuts_in_flight_requests_at_once() {
     let app = App::start(Config {
         on_sigterm: OnSigterm::Exit,

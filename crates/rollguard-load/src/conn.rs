@@ -33,6 +33,9 @@ pub(crate) struct Connector {
 /// An established connection and how many requests it has completed.
 pub(crate) struct Conn {
     sender: Sender,
+    /// The local port of the TCP connection: it names the connection to whoever logs
+    /// connections on the other side (the lab's Service).
+    pub(crate) local_port: u16,
     /// Requests completed on this connection so far.
     pub(crate) completed: u64,
 }
@@ -76,19 +79,20 @@ impl Connector {
             .map_err(|e| (classify::connect_error(&e), classify::detail(&e)))?;
         // Requests are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
+        let local_port = tcp.local_addr().map_or(0, |a| a.port());
         match &self.tls {
-            None => self.handshake(tcp).await,
+            None => self.handshake(tcp, local_port).await,
             Some((connector, name)) => {
                 let stream = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| tls_failure(&e))?;
-                self.handshake(stream).await
+                self.handshake(stream, local_port).await
             }
         }
     }
 
-    async fn handshake<S>(&self, stream: S) -> Result<Conn, Failed>
+    async fn handshake<S>(&self, stream: S, local_port: u16) -> Result<Conn, Failed>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -107,6 +111,7 @@ impl Connector {
         };
         Ok(Conn {
             sender,
+            local_port,
             completed: 0,
         })
     }

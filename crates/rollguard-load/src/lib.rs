@@ -289,6 +289,11 @@ fn run_shard(
 }
 
 impl LoadRun {
+    /// When the run started: the origin of every `t_ms` in its report.
+    pub fn started_at(&self) -> Instant {
+        self.start
+    }
+
     /// Time since the run started.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()

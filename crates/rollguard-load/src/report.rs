@@ -58,6 +58,10 @@ pub struct Failure {
     pub conn_requests: u64,
     /// How long the attempt took until it failed, in ms.
     pub elapsed_ms: u64,
+    /// The local port of the connection the request rode on (absent when no connection
+    /// was established): it identifies the connection in the server's or a proxy's logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
     /// The version that answered, for a response with an unexpected status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -204,6 +208,8 @@ pub(crate) struct Attempt {
     pub(crate) answered: bool,
     /// Requests the connection had completed before this one.
     pub(crate) conn_requests: u64,
+    /// The connection's local port, once connected.
+    pub(crate) local_port: Option<u16>,
 }
 
 /// What one worker records; merged into a [`Report`] at the end of the run.
@@ -298,6 +304,7 @@ impl Recorder {
                         detail,
                         reused,
                         conn_requests: attempt.conn_requests,
+                        local_port: attempt.local_port,
                         elapsed_ms: millis(now.saturating_duration_since(attempt.slot.origin)),
                         version: None,
                     };

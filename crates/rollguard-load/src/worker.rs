@@ -134,6 +134,7 @@ impl Worker {
                     slot,
                     answered: true,
                     conn_requests: conn.completed - 1,
+                    local_port: Some(conn.local_port),
                 };
                 let outcome = if self.plan.expect_status.contains(status) {
                     Outcome::Ok { version }
@@ -149,28 +150,24 @@ impl Worker {
                     self.conn = Some(conn);
                 }
             }
-            Ok(Err((class, detail))) => self.fail(slot, progress.conn_requests, class, detail),
+            Ok(Err((class, detail))) => self.fail(slot, &progress, class, detail),
             Err(_) if progress.connected => {
                 let detail = format!("no complete response within {:?}", self.plan.timeout);
-                self.fail(
-                    slot,
-                    progress.conn_requests,
-                    FailureClass::RequestTimeout,
-                    detail,
-                );
+                self.fail(slot, &progress, FailureClass::RequestTimeout, detail);
             }
             Err(_) => {
                 let detail = format!("no connection within {:?}", self.plan.timeout);
-                self.fail(slot, 0, FailureClass::ConnectTimeout, detail);
+                self.fail(slot, &progress, FailureClass::ConnectTimeout, detail);
             }
         }
     }
 
-    fn fail(&mut self, slot: Slot, conn_requests: u64, class: FailureClass, detail: String) {
+    fn fail(&mut self, slot: Slot, progress: &Progress, class: FailureClass, detail: String) {
         let attempt = Attempt {
             slot,
             answered: false,
-            conn_requests,
+            conn_requests: progress.conn_requests,
+            local_port: progress.local_port,
         };
         let outcome = Outcome::Failed {
             class,
@@ -188,6 +185,8 @@ struct Progress {
     connected: bool,
     /// Requests the connection had completed before this one.
     conn_requests: u64,
+    /// The connection's local port.
+    local_port: Option<u16>,
 }
 
 /// One request: reuse the kept-alive connection if the peer has not closed it meanwhile
@@ -211,6 +210,7 @@ async fn attempt(
     };
     progress.connected = true;
     progress.conn_requests = conn.completed;
+    progress.local_port = Some(conn.local_port);
     let fail = |e: hyper::Error| (classify::exchange_error(&e), classify::detail(&e));
     let response = conn.send(build_request(plan, mode)).await.map_err(fail)?;
     let status = response.status().as_u16();

@@ -43,6 +43,11 @@ pub struct DemoAppArgs {
     #[arg(long)]
     fail_health_on_sigterm: bool,
 
+    /// From SIGTERM on, answer every HTTP/1.1 request with `Connection: close`, drain delay
+    /// included, so kept-alive clients leave before idle connections are closed.
+    #[arg(long)]
+    close_keepalive_on_sigterm: bool,
+
     /// Wait this long before listening; connections are refused meanwhile.
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     startup_delay: Duration,
@@ -136,6 +141,7 @@ fn config(args: &DemoAppArgs) -> Config {
         },
         drain_delay: args.drain_delay,
         fail_health_on_sigterm: args.fail_health_on_sigterm,
+        close_keepalive_on_sigterm: args.close_keepalive_on_sigterm,
         startup_delay: args.startup_delay,
         ready_delay: args.ready_delay,
         keepalive_timeout: args.keepalive_timeout,
