@@ -14,7 +14,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rollguard_core::FailureClass;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
 use crate::classify;
@@ -67,27 +69,47 @@ impl Connector {
         self.http2
     }
 
-    /// Resolves, connects, and performs the TLS and HTTP handshakes.
-    pub(crate) async fn connect(&self) -> Result<Conn, Failed> {
+    /// Resolves, connects, and performs the TLS and HTTP handshakes. The connection's
+    /// local port goes to `local_port` as soon as it is known, so that even a failed
+    /// connect names its connection.
+    pub(crate) async fn connect(&self, local_port: &mut Option<u16>) -> Result<Conn, Failed> {
         let addr = self
             .resolver
             .resolve()
             .await
             .map_err(|e| (FailureClass::Dns, classify::detail(&e)))?;
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| (classify::connect_error(&e), classify::detail(&e)))?;
+        let connect_failed =
+            |e: std::io::Error| (classify::connect_error(&e), classify::detail(&e));
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(connect_failed)?;
+        // Binding first fixes the local port before the connect, which may fail (a reset
+        // can arrive before the connect completes).
+        let any = SocketAddr::new(
+            if addr.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            },
+            0,
+        );
+        socket.bind(any).map_err(connect_failed)?;
+        let port = socket.local_addr().map_or(0, |a| a.port());
+        *local_port = Some(port);
+        let tcp = socket.connect(addr).await.map_err(connect_failed)?;
         // Requests are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
-        let local_port = tcp.local_addr().map_or(0, |a| a.port());
         match &self.tls {
-            None => self.handshake(tcp, local_port).await,
+            None => self.handshake(tcp, port).await,
             Some((connector, name)) => {
                 let stream = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| tls_failure(&e))?;
-                self.handshake(stream, local_port).await
+                self.handshake(stream, port).await
             }
         }
     }

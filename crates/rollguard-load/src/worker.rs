@@ -206,7 +206,7 @@ async fn attempt(
     };
     let mut conn = match reusable {
         Some(conn) => conn,
-        None => plan.connector.connect().await?,
+        None => plan.connector.connect(&mut progress.local_port).await?,
     };
     progress.connected = true;
     progress.conn_requests = conn.completed;
@@ -249,10 +249,11 @@ pub(crate) fn base_headers(
     user: &[(HeaderName, HeaderValue)],
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if !http2 && let Some(authority) = authority {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(HOST, host);
-        }
+    if !http2
+        && let Some(authority) = authority
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(HOST, host);
     }
     headers.insert(
         http::header::USER_AGENT,

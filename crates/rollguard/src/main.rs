@@ -3,6 +3,7 @@
 //! The work itself happens in the library crates.
 
 mod demo_app;
+mod lab;
 mod measure;
 
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Roll a Deployment of real processes on this machine and explain every dropped request.
+    Lab(Box<lab::LabArgs>),
     /// Load a URL and record every failed request (optionally while a command runs).
     Measure(Box<measure::MeasureArgs>),
     /// Run the demo HTTP app: two colors and a switch for every bad shutdown behavior.
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
+        Command::Lab(args) => lab::run(*args),
         Command::Measure(args) => measure::run(*args),
         Command::DemoApp(args) => demo_app::run(args),
     }

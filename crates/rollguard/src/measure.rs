@@ -382,7 +382,8 @@ fn read_body(body: Option<&str>) -> anyhow::Result<Bytes> {
     }
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+/// A positive, finite number of requests per second (`--rate`).
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
         _ => Err(format!(

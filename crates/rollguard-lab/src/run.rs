@@ -1,0 +1,313 @@
+//! One scenario, start to end: a Deployment behind the Service, loaded while it rolls, and
+//! every failed request attributed to its cause.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rollguard_core::Cause;
+use rollguard_core::probe::{PortRef, ProbeAction, ProbeSpec};
+use rollguard_load::{ConnectionMode, LoadModel, LoadSpec, Report};
+use serde::Serialize;
+
+use crate::attribution::{FailedRequest, PodTimeline, Route, attribute};
+use crate::deployment::{Deployment, DeploymentError, DeploymentSpec, EndpointSink, Strategy};
+use crate::pod::{PreStop, Termination};
+use crate::prober::Probes;
+use crate::scenario::Scenario;
+use crate::service::{ConnRecord, Endpoint, Service, ServiceConfig, Upstream};
+
+/// Report times are whole milliseconds counted from a request's due time: a connection
+/// the Service accepted up to this much after a failure's computed time is still its own.
+const CONN_SLACK: Duration = Duration::from_millis(100);
+
+/// The longest a single rollout may take before the run gives up on it.
+const ROLLOUT_LIMIT: Duration = Duration::from_secs(120);
+
+/// How a lab run is set up, whatever the scenario.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// The demo app's command, up to its subcommand (e.g. `[rollguard, demo-app]`).
+    pub app: Vec<String>,
+    /// Desired replicas.
+    pub replicas: u32,
+    /// The update strategy, resolved.
+    pub strategy: Strategy,
+    /// Requests per second to `/`, half on kept-alive, half on fresh connections.
+    pub rate: f64,
+    /// Requests per second to `/slow` (long requests, so cut requests show), and how long
+    /// each takes.
+    pub slow: Option<(f64, Duration)>,
+    /// Rollouts per scenario.
+    pub rollouts: u32,
+    /// How long endpoint changes take to reach the Service.
+    pub propagation_delay: Duration,
+    /// Jitter of the propagation delay, as a fraction of it.
+    pub jitter: f64,
+}
+
+/// What a scenario run found. Part of `rollguard lab --json`; see docs/lab.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// The scenario's name.
+    pub name: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Failed requests per cause (`not-ready`, `endpoint-lag`, ...).
+    pub causes: BTreeMap<String, u64>,
+    /// Failed requests per failure class, as the client saw them.
+    pub classes: BTreeMap<String, u64>,
+    /// Rollouts performed.
+    pub rollouts: u32,
+    /// How long each rollout took, in seconds.
+    pub rollout_seconds: Vec<f64>,
+}
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The Service or a port could not be set up.
+    #[error("cannot set up the lab: {0}")]
+    Setup(#[from] std::io::Error),
+    /// A rollout failed.
+    #[error(transparent)]
+    Rollout(#[from] DeploymentError),
+    /// The load could not start.
+    #[error("cannot start the load: {0}")]
+    Load(#[from] rollguard_load::StartError),
+}
+
+/// Runs one scenario: creates the Deployment, starts the load, rolls `rollouts` times,
+/// lets the last changes settle, stops the load and attributes every failure. `progress`
+/// hears about each step.
+pub async fn run_scenario(
+    config: &LabConfig,
+    scenario: &Scenario,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<ScenarioReport, LabError> {
+    let service = Arc::new(Service::bind(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServiceConfig {
+            propagation_delay: config.propagation_delay,
+            jitter: config.jitter,
+        },
+    )?);
+    // Pods listen on their own addresses; a port free on 127.0.0.1 is free there too
+    // unless something listens on every address.
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port();
+    let subnet = [fastrand::u8(1..=254), fastrand::u8(0..=200)];
+    let mut deployment = Deployment::new(
+        deployment_spec(config, scenario, port),
+        crate::pod::Journal::default(),
+        Arc::new(ServiceSink(service.clone())),
+        subnet,
+    );
+    let result = roll(config, scenario, &service, &mut deployment, progress).await;
+    deployment.shutdown().await;
+    let connections = service.connections();
+    service.shutdown().await;
+    let (reports, rollout_seconds) = result?;
+    progress(format!("{}: attributing failures", scenario.name));
+    Ok(summarize(
+        scenario,
+        config,
+        &reports,
+        rollout_seconds,
+        &connections,
+        &PodTimeline::from_journal(&deployment.journal().entries()),
+    ))
+}
+
+/// The steps between setup and teardown; the caller cleans up whatever happens here.
+async fn roll(
+    config: &LabConfig,
+    scenario: &Scenario,
+    service: &Service,
+    deployment: &mut Deployment,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<(Vec<(Instant, Report)>, Vec<f64>), LabError> {
+    let settle = settle_time(config);
+    progress(format!(
+        "{}: creating {} pods",
+        scenario.name, config.replicas
+    ));
+    deployment.roll_to(VERSIONS[0], ROLLOUT_LIMIT).await?;
+    // Let the Service learn the first endpoints before load starts.
+    tokio::time::sleep(settle).await;
+
+    let url = format!("http://{}", service.local_addr());
+    let mut runs = vec![start_load(&url, "/", config.rate, ConnectionMode::Mixed)?];
+    if let Some((rate, duration)) = config.slow {
+        let path = format!("/slow?ms={}", duration.as_millis());
+        runs.push(start_load(&url, &path, rate, ConnectionMode::KeepAlive)?);
+    }
+    // Warm up: kept-alive connections exist before anything changes (F4 needs them).
+    tokio::time::sleep(settle).await;
+    let mut rollout_seconds = Vec::new();
+    for i in 1..=config.rollouts {
+        let version = VERSIONS[i as usize % 2];
+        progress(format!(
+            "{}: rollout {i}/{} to {version}",
+            scenario.name, config.rollouts
+        ));
+        let took = deployment.roll_to(version, ROLLOUT_LIMIT).await?;
+        rollout_seconds.push(took.as_secs_f64());
+        deployment.wait_terminations().await;
+        tokio::time::sleep(settle).await;
+    }
+    let mut reports = Vec::new();
+    for run in runs {
+        let started = run.started_at();
+        reports.push((started, run.finish().await));
+    }
+    Ok((reports, rollout_seconds))
+}
+
+/// The two versions rollouts alternate between.
+const VERSIONS: [&str; 2] = ["red", "blue"];
+
+/// Long enough for any endpoint change to reach the Service.
+fn settle_time(config: &LabConfig) -> Duration {
+    config.propagation_delay.mul_f64(1.0 + config.jitter) + Duration::from_millis(300)
+}
+
+fn start_load(
+    base: &str,
+    path: &str,
+    rate: f64,
+    connections: ConnectionMode,
+) -> Result<rollguard_load::LoadRun, LabError> {
+    let target = format!("{base}{path}")
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("load target: {e}")))?;
+    let mut spec = LoadSpec::new(target);
+    spec.model = LoadModel::Open { rate, workers: 256 };
+    spec.connections = connections;
+    Ok(rollguard_load::start(spec)?)
+}
+
+fn deployment_spec(config: &LabConfig, scenario: &Scenario, port: u16) -> DeploymentSpec {
+    let mut command = config.app.clone();
+    command.extend(
+        ["--listen", "{ip}:{port}", "--color", "{version}"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    command.extend(scenario.app_flags());
+    let readiness = scenario.readiness_probe.then(|| ProbeSpec {
+        period: Duration::from_millis(200),
+        failure_threshold: 1,
+        ..ProbeSpec::new(ProbeAction::HttpGet {
+            path: "/health".to_owned(),
+            port: PortRef::Number(port),
+            scheme: Default::default(),
+            headers: Vec::new(),
+        })
+    });
+    let propagation = config.propagation_delay.mul_f64(1.0 + config.jitter);
+    DeploymentSpec {
+        name: "app".to_owned(),
+        replicas: config.replicas,
+        strategy: config.strategy,
+        min_ready: Duration::ZERO,
+        probes: Probes {
+            readiness,
+            ..Probes::default()
+        },
+        termination: Termination {
+            pre_stop: scenario.pre_stop(propagation).map(PreStop::Sleep),
+            grace_period: Duration::from_secs(30),
+        },
+        command,
+        port,
+    }
+}
+
+/// Counts requests and attributes each failure to its cause.
+fn summarize(
+    scenario: &Scenario,
+    config: &LabConfig,
+    reports: &[(Instant, Report)],
+    rollout_seconds: Vec<f64>,
+    connections: &[ConnRecord],
+    pods: &HashMap<String, PodTimeline>,
+) -> ScenarioReport {
+    // The Service saw each client connection by its source port.
+    let mut by_port: HashMap<u16, Vec<&ConnRecord>> = HashMap::new();
+    for conn in connections {
+        by_port.entry(conn.client.port()).or_default().push(conn);
+    }
+    let mut causes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
+    for (started, report) in reports {
+        for (class, n) in &report.failures_by_class {
+            *classes.entry(class.clone()).or_default() += n;
+        }
+        for failure in &report.failures {
+            let sent = *started + Duration::from_millis(failure.t_ms);
+            let failed = sent + Duration::from_millis(failure.elapsed_ms);
+            let route = failure
+                .local_port
+                .and_then(|port| by_port.get(&port))
+                // Ports are reused over a run: the connection is the last one accepted
+                // from that port before the request failed.
+                .and_then(|conns| {
+                    conns
+                        .iter()
+                        .filter(|c| c.accepted_at <= failed + CONN_SLACK)
+                        .max_by_key(|c| c.accepted_at)
+                })
+                .map(|conn| route_of(conn));
+            let request = FailedRequest {
+                sent,
+                failed,
+                class: failure.class,
+                route,
+            };
+            *causes
+                .entry(attribute(&request, pods).to_string())
+                .or_default() += 1;
+        }
+        // Failures past the report's cap are counted but not listed: no ground truth.
+        let unlisted = report.failed - report.failures.len() as u64;
+        if unlisted > 0 {
+            *causes.entry(Cause::Unknown.to_string()).or_default() += unlisted;
+        }
+    }
+    ScenarioReport {
+        name: scenario.name.to_owned(),
+        requests: reports.iter().map(|(_, r)| r.total).sum(),
+        failed: reports.iter().map(|(_, r)| r.failed).sum(),
+        causes,
+        classes,
+        rollouts: config.rollouts,
+        rollout_seconds,
+    }
+}
+
+fn route_of(conn: &ConnRecord) -> Route {
+    match (&conn.endpoint, &conn.upstream) {
+        (None, _) => Route::NoEndpoints,
+        (Some(endpoint), Upstream::Connected) => Route::Connected(endpoint.pod.clone()),
+        (Some(endpoint), _) => Route::Refused(endpoint.pod.clone()),
+    }
+}
+
+/// Publishes the Deployment's endpoints to the lab's Service.
+struct ServiceSink(Arc<Service>);
+
+impl EndpointSink for ServiceSink {
+    fn set_endpoints(&self, endpoints: Vec<(String, SocketAddr)>) {
+        self.0.set_endpoints(
+            endpoints
+                .into_iter()
+                .map(|(pod, addr)| Endpoint { pod, addr })
+                .collect(),
+        );
+    }
+}

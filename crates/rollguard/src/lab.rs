@@ -1,0 +1,236 @@
+//! `rollguard lab`: roll a Deployment of real processes on this machine, scenario by
+//! scenario, and explain every dropped request.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use comfy_table::{Cell, CellAlignment, Table, presets};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rollguard_core::Cause;
+use rollguard_core::duration::parse_duration;
+use rollguard_core::rollout::{IntOrPercent, RollingUpdate};
+use rollguard_lab::deployment::Strategy;
+use rollguard_lab::run::{LabConfig, ScenarioReport, run_scenario};
+use rollguard_lab::scenario::{SCENARIOS, Scenario};
+use serde::Serialize;
+
+/// Flags of `rollguard lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Scenario to run (repeatable): naive, readiness, prestop, drain, complete
+    /// [default: all, in that order]
+    #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario)]
+    scenarios: Vec<&'static Scenario>,
+
+    /// Replicas of the Deployment.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    replicas: u32,
+
+    /// maxSurge of the RollingUpdate strategy (absolute or percent).
+    #[arg(long, value_name = "N|P%", default_value = "25%")]
+    max_surge: IntOrPercent,
+
+    /// maxUnavailable of the RollingUpdate strategy (absolute or percent).
+    #[arg(long, value_name = "N|P%", default_value = "25%")]
+    max_unavailable: IntOrPercent,
+
+    /// Requests per second of the built-in load (plus a tenth of that as long requests).
+    #[arg(long, value_name = "N", default_value = "200", value_parser = crate::measure::parse_rate)]
+    rate: f64,
+
+    /// Rollouts per scenario.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rollouts: u32,
+
+    /// How long endpoint changes take to reach the Service (kube-proxy's lag).
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    propagation_delay: Duration,
+
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// Runs `rollguard lab` and returns its exit code.
+pub fn run(args: LabArgs) -> ExitCode {
+    match lab(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Interrupted) => ExitCode::from(130),
+    }
+}
+
+enum Failure {
+    Input(anyhow::Error),
+    Run(anyhow::Error),
+    Interrupted,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    scenarios: &'a [ScenarioReport],
+}
+
+fn lab(args: LabArgs) -> Result<(), Failure> {
+    let budget = RollingUpdate {
+        max_surge: args.max_surge,
+        max_unavailable: args.max_unavailable,
+    }
+    .resolve(args.replicas)
+    .map_err(|e| Failure::Input(anyhow::anyhow!("--max-surge/--max-unavailable: {e}")))?;
+    let exe = std::env::current_exe()
+        .context("cannot find the rollguard executable")
+        .map_err(Failure::Run)?;
+    let config = LabConfig {
+        app: vec![exe.display().to_string(), "demo-app".to_owned()],
+        replicas: args.replicas,
+        strategy: Strategy::RollingUpdate {
+            max_surge: budget.max_surge,
+            max_unavailable: budget.max_unavailable,
+        },
+        rate: args.rate,
+        slow: Some((args.rate / 10.0, Duration::from_millis(1500))),
+        rollouts: args.rollouts,
+        propagation_delay: args.propagation_delay,
+        jitter: 0.2,
+    };
+    let scenarios: Vec<&Scenario> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().collect()
+    } else {
+        args.scenarios.clone()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::Run)?;
+    let started = Instant::now();
+    let progress = progress_bar();
+    let reports = runtime.block_on(async {
+        let mut reports = Vec::new();
+        for scenario in &scenarios {
+            let say = |msg: String| progress.set_message(msg);
+            let report = tokio::select! {
+                report = run_scenario(&config, scenario, &say) => report,
+                _ = tokio::signal::ctrl_c() => return Err(Failure::Interrupted),
+            };
+            let report = report
+                .with_context(|| format!("scenario {}", scenario.name))
+                .map_err(Failure::Run)?;
+            reports.push(report);
+        }
+        Ok(reports)
+    });
+    progress.finish_and_clear();
+    // Pods and their probes are gone with the scenario; nothing may outlive the command.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let reports = reports?;
+    print!("{}", render(&reports, &config, started.elapsed()));
+    if let Some(path) = &args.json {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write --json {}", path.display()))
+            .map_err(Failure::Run)?;
+        serde_json::to_writer_pretty(
+            std::io::BufWriter::new(file),
+            &Output {
+                scenarios: &reports,
+            },
+        )
+        .with_context(|| format!("cannot write --json {}", path.display()))
+        .map_err(Failure::Run)?;
+    }
+    Ok(())
+}
+
+fn parse_scenario(name: &str) -> Result<&'static Scenario, String> {
+    Scenario::find(name).ok_or_else(|| {
+        format!(
+            "unknown scenario '{name}' (known: {})",
+            Scenario::names().join(", ")
+        )
+    })
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner:.cyan} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn render(reports: &[ScenarioReport], config: &LabConfig, took: Duration) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(vec![
+        "scenario",
+        "requests",
+        "failed",
+        "failures by cause",
+        "rollout time",
+    ]);
+    for r in reports {
+        let causes = if r.causes.is_empty() {
+            "-".to_owned()
+        } else {
+            r.causes
+                .iter()
+                .map(|(cause, n)| format!("{cause} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let times = r
+            .rollout_seconds
+            .iter()
+            .map(|s| format!("{s:.1}s"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        table.add_row(vec![
+            Cell::new(r.name.as_str()),
+            Cell::new(r.requests).set_alignment(CellAlignment::Right),
+            Cell::new(r.failed).set_alignment(CellAlignment::Right),
+            Cell::new(causes),
+            Cell::new(times),
+        ]);
+    }
+    let mut out = format!(
+        "rollguard lab: {} replicas, {} rollouts per scenario, {} req/s (+{} req/s of {} ms requests), endpoint propagation {:?}\n\n{table}\n",
+        config.replicas,
+        config.rollouts,
+        config.rate,
+        config.slow.map_or(0.0, |(rate, _)| rate),
+        config.slow.map_or(0, |(_, d)| d.as_millis()),
+        config.propagation_delay,
+    );
+    let seen: Vec<Cause> = Cause::ALL
+        .iter()
+        .copied()
+        .filter(|c| {
+            reports
+                .iter()
+                .any(|r| r.causes.contains_key(&c.to_string()))
+        })
+        .collect();
+    if !seen.is_empty() {
+        out.push_str("\nFixes\n");
+        for cause in seen {
+            out.push_str(&format!("  {cause:<17} {}\n", cause.fix()));
+        }
+    }
+    out.push_str(&format!(
+        "\nmatrix finished in {:.0}s\n",
+        took.as_secs_f64()
+    ));
+    out
+}

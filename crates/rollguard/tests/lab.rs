@@ -1,0 +1,158 @@
+//! `rollguard lab` end to end: real pods, a real Service, real signals.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Proc, Scratch, describe, read_json, rollguard, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["scenarios"]
+        .as_array()
+        .expect("scenarios array")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no scenario {name} in {report}"))
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// The pids of `rollguard demo-app` processes whose parent is `parent`.
+fn demo_apps_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Field 4, after the parenthesised command name, is the parent pid.
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            let ppid = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("demo-app")
+        })
+        .collect()
+}
+
+#[test]
+fn naive_drops_requests_for_their_known_causes() {
+    let scratch = Scratch::new("lab-naive");
+    let json = scratch.path("lab.json");
+    let out = rollguard()
+        .args(["lab", "--scenario", "naive", "--rollouts", "2", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run lab");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&json);
+    let naive = scenario(&report, "naive");
+    assert!(count(&naive["failed"]) > 0, "{naive}");
+    let causes = &naive["causes"];
+    assert!(count(&causes["not-ready"]) > 0, "no not-ready: {naive}");
+    assert!(
+        count(&causes["endpoint-lag"]) > 0,
+        "no endpoint-lag: {naive}"
+    );
+    assert!(
+        count(&causes["in-flight-killed"]) > 0,
+        "no in-flight-killed: {naive}"
+    );
+    let attributed: u64 = causes
+        .as_object()
+        .expect("causes")
+        .values()
+        .map(count)
+        .sum();
+    assert_eq!(
+        attributed,
+        count(&naive["failed"]),
+        "every failure has a cause"
+    );
+    assert_eq!(naive["rollout_seconds"].as_array().map(Vec::len), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("naive") && text.contains("Fixes"), "{text}");
+}
+
+#[test]
+fn complete_drops_nothing_over_three_rollouts() {
+    let scratch = Scratch::new("lab-complete");
+    let json = scratch.path("lab.json");
+    let out = rollguard()
+        .args([
+            "lab",
+            "--scenario",
+            "complete",
+            "--rollouts",
+            "3",
+            "--rate",
+            "200",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run lab");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&json);
+    let complete = scenario(&report, "complete");
+    assert_eq!(count(&complete["failed"]), 0, "{complete}");
+    // 200 req/s plus the long requests, over three rollouts.
+    assert!(count(&complete["requests"]) > 1000, "{complete}");
+    assert_eq!(complete["rollouts"], 3);
+}
+
+#[test]
+fn interrupting_the_lab_leaves_no_pod_behind() {
+    let child = rollguard()
+        .args(["lab", "--scenario", "naive", "--rollouts", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn lab");
+    let mut lab = Proc { child };
+    let pid = lab.child.id();
+    assert!(
+        wait_until(Duration::from_secs(30), || demo_apps_of(pid).len() >= 3),
+        "the lab never started its pods"
+    );
+    lab.signal(Signal::SIGINT);
+    let status = lab
+        .wait_exit(Duration::from_secs(30))
+        .expect("lab exits on SIGINT");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        wait_until(Duration::from_secs(10), || demo_apps_of(pid).is_empty()),
+        "pods survived the lab: {:?}",
+        demo_apps_of(pid)
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["lab", "--scenario", "bogus"], "--scenario"),
+        (&["lab", "--replicas", "0"], "--replicas"),
+        (
+            &["lab", "--max-surge", "0", "--max-unavailable", "0"],
+            "--max-surge",
+        ),
+        (
+            &["lab", "--propagation-delay", "soon"],
+            "--propagation-delay",
+        ),
+        (&["lab", "--rate", "0"], "--rate"),
+    ];
+    for (args, needle) in cases {
+        let out = rollguard().args(*args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
