@@ -1,4 +1,4 @@
-//! One scenario, start to end: a Deployment behind the Service, loaded while it rolls, and
+//! One run, start to end: a Deployment behind the Service, loaded while it rolls, and
 //! every failed request attributed to its cause.
 
 use std::collections::{BTreeMap, HashMap};
@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rollguard_core::Cause;
-use rollguard_core::probe::{PortRef, ProbeAction, ProbeSpec};
 use rollguard_load::{ConnectionMode, LoadModel, LoadSpec, Report};
 use serde::Serialize;
 
 use crate::attribution::{FailedRequest, PodTimeline, Route, attribute};
 use crate::deployment::{Deployment, DeploymentError, DeploymentSpec, EndpointSink, Strategy};
-use crate::pod::{PreStop, Termination};
+use crate::pod::Termination;
 use crate::prober::Probes;
-use crate::scenario::Scenario;
 use crate::service::{ConnRecord, Endpoint, Service, ServiceConfig, Upstream};
 
 /// Report times are whole milliseconds counted from a request's due time: a connection
@@ -25,11 +23,27 @@ const CONN_SLACK: Duration = Duration::from_millis(100);
 /// The longest a single rollout may take before the run gives up on it.
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(120);
 
-/// How a lab run is set up, whatever the scenario.
+/// What runs in each pod, and how the kubelet treats it: a scenario's preset, or the
+/// user's own app and manifest.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The name in reports (the scenario, or the Deployment's name).
+    pub name: String,
+    /// The app's command; `{ip}`, `{port}`, `{pod}` and `{version}` are replaced.
+    pub command: Vec<String>,
+    /// The container's probes. A probe port given by name means the pod's port.
+    pub probes: Probes,
+    /// preStop hook and grace period.
+    pub termination: Termination,
+    /// `minReadySeconds`.
+    pub min_ready: Duration,
+    /// The container port; a free one is picked when absent.
+    pub port: Option<u16>,
+}
+
+/// How a lab run is set up, whatever runs in the pods.
 #[derive(Debug, Clone)]
 pub struct LabConfig {
-    /// The demo app's command, up to its subcommand (e.g. `[rollguard, demo-app]`).
-    pub app: Vec<String>,
     /// Desired replicas.
     pub replicas: u32,
     /// The update strategy, resolved.
@@ -47,10 +61,10 @@ pub struct LabConfig {
     pub jitter: f64,
 }
 
-/// What a scenario run found. Part of `rollguard lab --json`; see docs/lab.md.
+/// What a run found. Part of `rollguard lab --json`; see docs/lab.md.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
-    /// The scenario's name.
+    /// The scenario's (or the Deployment's) name.
     pub name: String,
     /// Requests sent.
     pub requests: u64,
@@ -80,12 +94,12 @@ pub enum LabError {
     Load(#[from] rollguard_load::StartError),
 }
 
-/// Runs one scenario: creates the Deployment, starts the load, rolls `rollouts` times,
-/// lets the last changes settle, stops the load and attributes every failure. `progress`
-/// hears about each step.
+/// Runs one setup: creates the Deployment, starts the load, rolls `rollouts` times, lets
+/// the last changes settle, stops the load and attributes every failure. `progress` hears
+/// about each step.
 pub async fn run_scenario(
     config: &LabConfig,
-    scenario: &Scenario,
+    setup: &Setup,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<ScenarioReport, LabError> {
     let service = Arc::new(Service::bind(
@@ -102,19 +116,19 @@ pub async fn run_scenario(
         .port();
     let subnet = [fastrand::u8(1..=254), fastrand::u8(0..=200)];
     let mut deployment = Deployment::new(
-        deployment_spec(config, scenario, port),
+        deployment_spec(config, setup, port),
         crate::pod::Journal::default(),
         Arc::new(ServiceSink(service.clone())),
         subnet,
     );
-    let result = roll(config, scenario, &service, &mut deployment, progress).await;
+    let result = roll(config, setup, &service, &mut deployment, progress).await;
     deployment.shutdown().await;
     let connections = service.connections();
     service.shutdown().await;
     let (reports, rollout_seconds) = result?;
-    progress(format!("{}: attributing failures", scenario.name));
+    progress(format!("{}: attributing failures", setup.name));
     Ok(summarize(
-        scenario,
+        setup,
         config,
         &reports,
         rollout_seconds,
@@ -126,7 +140,7 @@ pub async fn run_scenario(
 /// The steps between setup and teardown; the caller cleans up whatever happens here.
 async fn roll(
     config: &LabConfig,
-    scenario: &Scenario,
+    setup: &Setup,
     service: &Service,
     deployment: &mut Deployment,
     progress: &(dyn Fn(String) + Sync),
@@ -134,7 +148,7 @@ async fn roll(
     let settle = settle_time(config);
     progress(format!(
         "{}: creating {} pods",
-        scenario.name, config.replicas
+        setup.name, config.replicas
     ));
     deployment.roll_to(VERSIONS[0], ROLLOUT_LIMIT).await?;
     // Let the Service learn the first endpoints before load starts.
@@ -153,7 +167,7 @@ async fn roll(
         let version = VERSIONS[i as usize % 2];
         progress(format!(
             "{}: rollout {i}/{} to {version}",
-            scenario.name, config.rollouts
+            setup.name, config.rollouts
         ));
         let took = deployment.roll_to(version, ROLLOUT_LIMIT).await?;
         rollout_seconds.push(took.as_secs_f64());
@@ -191,46 +205,22 @@ fn start_load(
     Ok(rollguard_load::start(spec)?)
 }
 
-fn deployment_spec(config: &LabConfig, scenario: &Scenario, port: u16) -> DeploymentSpec {
-    let mut command = config.app.clone();
-    command.extend(
-        ["--listen", "{ip}:{port}", "--color", "{version}"]
-            .iter()
-            .map(|s| (*s).to_owned()),
-    );
-    command.extend(scenario.app_flags());
-    let readiness = scenario.readiness_probe.then(|| ProbeSpec {
-        period: Duration::from_millis(200),
-        failure_threshold: 1,
-        ..ProbeSpec::new(ProbeAction::HttpGet {
-            path: "/health".to_owned(),
-            port: PortRef::Number(port),
-            scheme: Default::default(),
-            headers: Vec::new(),
-        })
-    });
-    let propagation = config.propagation_delay.mul_f64(1.0 + config.jitter);
+fn deployment_spec(config: &LabConfig, setup: &Setup, port: u16) -> DeploymentSpec {
     DeploymentSpec {
         name: "app".to_owned(),
         replicas: config.replicas,
         strategy: config.strategy,
-        min_ready: Duration::ZERO,
-        probes: Probes {
-            readiness,
-            ..Probes::default()
-        },
-        termination: Termination {
-            pre_stop: scenario.pre_stop(propagation).map(PreStop::Sleep),
-            grace_period: Duration::from_secs(30),
-        },
-        command,
+        min_ready: setup.min_ready,
+        probes: setup.probes.clone(),
+        termination: setup.termination.clone(),
+        command: setup.command.clone(),
         port,
     }
 }
 
 /// Counts requests and attributes each failure to its cause.
 fn summarize(
-    scenario: &Scenario,
+    setup: &Setup,
     config: &LabConfig,
     reports: &[(Instant, Report)],
     rollout_seconds: Vec<f64>,
@@ -280,7 +270,7 @@ fn summarize(
         }
     }
     ScenarioReport {
-        name: scenario.name.to_owned(),
+        name: setup.name.clone(),
         requests: reports.iter().map(|(_, r)| r.total).sum(),
         failed: reports.iter().map(|(_, r)| r.failed).sum(),
         causes,

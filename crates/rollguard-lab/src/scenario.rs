@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+use rollguard_core::probe::{PortRef, ProbeAction, ProbeSpec};
+
+use crate::pod::{PreStop, Termination};
+use crate::prober::Probes;
+use crate::run::Setup;
+
 /// One preset: which fixes are in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scenario {
@@ -80,8 +86,47 @@ impl Scenario {
         SCENARIOS.iter().map(|s| s.name).collect()
     }
 
+    /// The pods of this scenario: the demo app (`app` is its command up to the
+    /// subcommand, e.g. `[rollguard, demo-app]`) with the scenario's flags and manifest,
+    /// for endpoints that propagate within `propagation` (jitter included).
+    pub fn setup(&self, app: &[String], propagation: Duration) -> Setup {
+        let mut command = app.to_vec();
+        command.extend(
+            ["--listen", "{ip}:{port}", "--color", "{version}"]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        command.extend(self.app_flags());
+        // Faster than Kubernetes' 10 s default so that rollouts take seconds, and strict
+        // (one failure flips it) as the articles configure it.
+        let readiness = self.readiness_probe.then(|| ProbeSpec {
+            period: Duration::from_millis(200),
+            failure_threshold: 1,
+            ..ProbeSpec::new(ProbeAction::HttpGet {
+                path: "/health".to_owned(),
+                port: PortRef::Name("http".to_owned()),
+                scheme: Default::default(),
+                headers: Vec::new(),
+            })
+        });
+        Setup {
+            name: self.name.to_owned(),
+            command,
+            probes: Probes {
+                readiness,
+                ..Probes::default()
+            },
+            termination: Termination {
+                pre_stop: self.pre_stop(propagation).map(PreStop::Sleep),
+                grace_period: Duration::from_secs(30),
+            },
+            min_ready: Duration::ZERO,
+            port: None,
+        }
+    }
+
     /// The demo app's flags for this scenario (after `demo-app --listen ... --color ...`).
-    pub fn app_flags(&self) -> Vec<String> {
+    fn app_flags(&self) -> Vec<String> {
         let mut flags = vec![
             "--startup-delay".to_owned(),
             format!("{}ms", APP_STARTUP.as_millis()),
@@ -101,7 +146,7 @@ impl Scenario {
 
     /// The preStop sleep for endpoints that propagate within `propagation` (jitter
     /// included): the propagation time with a margin of half of it plus 500 ms.
-    pub fn pre_stop(&self, propagation: Duration) -> Option<Duration> {
+    fn pre_stop(&self, propagation: Duration) -> Option<Duration> {
         self.pre_stop_sleep
             .then(|| propagation + propagation / 2 + Duration::from_millis(500))
     }

@@ -13,7 +13,8 @@ use rollguard_core::Cause;
 use rollguard_core::duration::parse_duration;
 use rollguard_core::rollout::{IntOrPercent, RollingUpdate};
 use rollguard_lab::deployment::Strategy;
-use rollguard_lab::run::{LabConfig, ScenarioReport, run_scenario};
+use rollguard_lab::pod::Termination;
+use rollguard_lab::run::{LabConfig, ScenarioReport, Setup, run_scenario};
 use rollguard_lab::scenario::{SCENARIOS, Scenario};
 use serde::Serialize;
 
@@ -24,6 +25,12 @@ pub struct LabArgs {
     /// [default: all, in that order]
     #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario)]
     scenarios: Vec<&'static Scenario>,
+
+    /// Roll your own app instead of the demo app: a shell command in which {ip}, {port},
+    /// {pod} and {version} are replaced (also given as POD_IP, PORT, POD_NAME,
+    /// APP_VERSION). It must listen on {ip}:{port}.
+    #[arg(long, value_name = "CMD", conflicts_with = "scenarios")]
+    app: Option<String>,
 
     /// Replicas of the Deployment.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
@@ -37,7 +44,8 @@ pub struct LabArgs {
     #[arg(long, value_name = "N|P%", default_value = "25%")]
     max_unavailable: IntOrPercent,
 
-    /// Requests per second of the built-in load (plus a tenth of that as long requests).
+    /// Requests per second of the built-in load (plus, with the demo app, a tenth of that
+    /// as long requests to /slow).
     #[arg(long, value_name = "N", default_value = "200", value_parser = crate::measure::parse_rate)]
     rate: f64,
 
@@ -88,27 +96,24 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
     }
     .resolve(args.replicas)
     .map_err(|e| Failure::Input(anyhow::anyhow!("--max-surge/--max-unavailable: {e}")))?;
-    let exe = std::env::current_exe()
-        .context("cannot find the rollguard executable")
-        .map_err(Failure::Run)?;
     let config = LabConfig {
-        app: vec![exe.display().to_string(), "demo-app".to_owned()],
         replicas: args.replicas,
         strategy: Strategy::RollingUpdate {
             max_surge: budget.max_surge,
             max_unavailable: budget.max_unavailable,
         },
         rate: args.rate,
-        slow: Some((args.rate / 10.0, Duration::from_millis(1500))),
+        // The demo app's /slow keeps requests in flight, so cut requests (F3) show; a
+        // user's app has no such endpoint.
+        slow: args
+            .app
+            .is_none()
+            .then(|| (args.rate / 10.0, Duration::from_millis(1500))),
         rollouts: args.rollouts,
         propagation_delay: args.propagation_delay,
         jitter: 0.2,
     };
-    let scenarios: Vec<&Scenario> = if args.scenarios.is_empty() {
-        SCENARIOS.iter().collect()
-    } else {
-        args.scenarios.clone()
-    };
+    let setups = setups(&args, &config).map_err(Failure::Run)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,14 +123,14 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
     let progress = progress_bar();
     let reports = runtime.block_on(async {
         let mut reports = Vec::new();
-        for scenario in &scenarios {
+        for setup in &setups {
             let say = |msg: String| progress.set_message(msg);
             let report = tokio::select! {
-                report = run_scenario(&config, scenario, &say) => report,
+                report = run_scenario(&config, setup, &say) => report,
                 _ = tokio::signal::ctrl_c() => return Err(Failure::Interrupted),
             };
             let report = report
-                .with_context(|| format!("scenario {}", scenario.name))
+                .with_context(|| format!("scenario {}", setup.name))
                 .map_err(Failure::Run)?;
             reports.push(report);
         }
@@ -150,6 +155,33 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
         .map_err(Failure::Run)?;
     }
     Ok(())
+}
+
+/// What runs in the pods: the user's app, or the demo app in each chosen scenario.
+fn setups(args: &LabArgs, config: &LabConfig) -> anyhow::Result<Vec<Setup>> {
+    if let Some(app) = &args.app {
+        // Kubernetes' defaults: no probes, no preStop, 30 s of grace.
+        return Ok(vec![Setup {
+            name: "app".to_owned(),
+            command: vec!["sh".to_owned(), "-c".to_owned(), app.clone()],
+            probes: Default::default(),
+            termination: Termination::default(),
+            min_ready: Duration::ZERO,
+            port: None,
+        }]);
+    }
+    let exe = std::env::current_exe().context("cannot find the rollguard executable")?;
+    let demo_app = [exe.display().to_string(), "demo-app".to_owned()];
+    let propagation = config.propagation_delay.mul_f64(1.0 + config.jitter);
+    let scenarios: Vec<&Scenario> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().collect()
+    } else {
+        args.scenarios.clone()
+    };
+    Ok(scenarios
+        .iter()
+        .map(|s| s.setup(&demo_app, propagation))
+        .collect())
 }
 
 fn parse_scenario(name: &str) -> Result<&'static Scenario, String> {
