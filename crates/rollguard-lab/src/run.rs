@@ -48,8 +48,9 @@ pub struct LabConfig {
     pub replicas: u32,
     /// The update strategy, resolved.
     pub strategy: Strategy,
-    /// Requests per second to `/`, half on kept-alive, half on fresh connections.
-    pub rate: f64,
+    /// Requests per second to `/`, half on kept-alive, half on fresh connections (none:
+    /// no built-in load, for `--serve` where other clients bring theirs).
+    pub rate: Option<f64>,
     /// Requests per second to `/slow` (long requests, so cut requests show), and how long
     /// each takes.
     pub slow: Option<(f64, Duration)>,
@@ -59,6 +60,10 @@ pub struct LabConfig {
     pub propagation_delay: Duration,
     /// Jitter of the propagation delay, as a fraction of it.
     pub jitter: f64,
+    /// Where the Service listens (a free port on 127.0.0.1 when absent).
+    pub serve: Option<SocketAddr>,
+    /// Pause before each rollout, once the previous one has settled.
+    pub interval: Duration,
 }
 
 /// What a run found. Part of `rollguard lab --json`; see docs/lab.md.
@@ -103,7 +108,9 @@ pub async fn run_scenario(
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<ScenarioReport, LabError> {
     let service = Arc::new(Service::bind(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        config
+            .serve
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         ServiceConfig {
             propagation_delay: config.propagation_delay,
             jitter: config.jitter,
@@ -146,16 +153,21 @@ async fn roll(
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<(Vec<(Instant, Report)>, Vec<f64>), LabError> {
     let settle = settle_time(config);
-    progress(format!(
-        "{}: creating {} pods",
-        setup.name, config.replicas
-    ));
+    progress(format!("{}: creating {} pods", setup.name, config.replicas));
     deployment.roll_to(VERSIONS[0], ROLLOUT_LIMIT).await?;
     // Let the Service learn the first endpoints before load starts.
     tokio::time::sleep(settle).await;
 
+    progress(format!(
+        "{}: the Service listens on http://{}",
+        setup.name,
+        service.local_addr()
+    ));
     let url = format!("http://{}", service.local_addr());
-    let mut runs = vec![start_load(&url, "/", config.rate, ConnectionMode::Mixed)?];
+    let mut runs = Vec::new();
+    if let Some(rate) = config.rate {
+        runs.push(start_load(&url, "/", rate, ConnectionMode::Mixed)?);
+    }
     if let Some((rate, duration)) = config.slow {
         let path = format!("/slow?ms={}", duration.as_millis());
         runs.push(start_load(&url, &path, rate, ConnectionMode::KeepAlive)?);
@@ -164,12 +176,18 @@ async fn roll(
     tokio::time::sleep(settle).await;
     let mut rollout_seconds = Vec::new();
     for i in 1..=config.rollouts {
+        tokio::time::sleep(config.interval).await;
         let version = VERSIONS[i as usize % 2];
         progress(format!(
             "{}: rollout {i}/{} to {version}",
             setup.name, config.rollouts
         ));
         let took = deployment.roll_to(version, ROLLOUT_LIMIT).await?;
+        progress(format!(
+            "{}: rollout {i} to {version} complete in {:.1}s",
+            setup.name,
+            took.as_secs_f64()
+        ));
         rollout_seconds.push(took.as_secs_f64());
         deployment.wait_terminations().await;
         tokio::time::sleep(settle).await;

@@ -45,9 +45,9 @@ pub struct LabArgs {
     max_unavailable: IntOrPercent,
 
     /// Requests per second of the built-in load (plus, with the demo app, a tenth of that
-    /// as long requests to /slow).
-    #[arg(long, value_name = "N", default_value = "200", value_parser = crate::measure::parse_rate)]
-    rate: f64,
+    /// as long requests to /slow) [default: 200; with --serve: no built-in load]
+    #[arg(long, value_name = "N", value_parser = crate::measure::parse_rate)]
+    rate: Option<f64>,
 
     /// Rollouts per scenario.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -56,6 +56,15 @@ pub struct LabArgs {
     /// How long endpoint changes take to reach the Service (kube-proxy's lag).
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     propagation_delay: Duration,
+
+    /// Keep the Service on ADDR (e.g. 127.0.0.1:8080) so any client (curl, ab, a browser)
+    /// can watch the rollouts; one scenario at a time.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<std::net::SocketAddr>,
+
+    /// Pause before each rollout [default: 0; with --serve: 10s]
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    interval: Option<Duration>,
 
     /// Write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -102,18 +111,35 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
             max_surge: budget.max_surge,
             max_unavailable: budget.max_unavailable,
         },
-        rate: args.rate,
+        rate: match (args.rate, args.serve) {
+            (Some(rate), _) => Some(rate),
+            (None, Some(_)) => None,
+            (None, None) => Some(200.0),
+        },
         // The demo app's /slow keeps requests in flight, so cut requests (F3) show; a
         // user's app has no such endpoint.
-        slow: args
-            .app
-            .is_none()
-            .then(|| (args.rate / 10.0, Duration::from_millis(1500))),
+        slow: match (&args.app, args.rate, args.serve) {
+            (None, Some(rate), _) => Some((rate / 10.0, Duration::from_millis(1500))),
+            (None, None, None) => Some((20.0, Duration::from_millis(1500))),
+            _ => None,
+        },
         rollouts: args.rollouts,
         propagation_delay: args.propagation_delay,
         jitter: 0.2,
+        serve: args.serve,
+        interval: args.interval.unwrap_or(if args.serve.is_some() {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        }),
     };
     let setups = setups(&args, &config).map_err(Failure::Run)?;
+    if args.serve.is_some() && setups.len() > 1 {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "--serve: choose one --scenario (or --app): the address serves one at a time"
+        )));
+    }
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,13 +147,22 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
         .map_err(Failure::Run)?;
     let started = Instant::now();
     let progress = progress_bar();
+    let serving = args.serve.is_some();
     let reports = runtime.block_on(async {
         let mut reports = Vec::new();
         for setup in &setups {
-            let say = |msg: String| progress.set_message(msg);
+            let say = |msg: String| {
+                if serving {
+                    progress.println(&msg);
+                    if progress.is_hidden() {
+                        eprintln!("{msg}");
+                    }
+                }
+                progress.set_message(msg);
+            };
             let report = tokio::select! {
                 report = run_scenario(&config, setup, &say) => report,
-                _ = tokio::signal::ctrl_c() => return Err(Failure::Interrupted),
+                () = crate::measure::interrupted() => return Err(Failure::Interrupted),
             };
             let report = report
                 .with_context(|| format!("scenario {}", setup.name))
@@ -240,7 +275,7 @@ fn render(reports: &[ScenarioReport], config: &LabConfig, took: Duration) -> Str
         "rollguard lab: {} replicas, {} rollouts per scenario, {} req/s (+{} req/s of {} ms requests), endpoint propagation {:?}\n\n{table}\n",
         config.replicas,
         config.rollouts,
-        config.rate,
+        config.rate.unwrap_or(0.0),
         config.slow.map_or(0.0, |(rate, _)| rate),
         config.slow.map_or(0, |(_, d)| d.as_millis()),
         config.propagation_delay,
