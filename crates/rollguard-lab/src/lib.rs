@@ -11,6 +11,7 @@ pub mod attribution;
 pub mod controller;
 pub mod deployment;
 mod http;
+pub mod manifest;
 pub mod pod;
 pub mod prober;
 pub mod run;

@@ -165,12 +165,28 @@ async fn roll(
     ));
     let url = format!("http://{}", service.local_addr());
     let mut runs = Vec::new();
+    // Workers sized to the load: a kept-alive connection then carries a request every
+    // few tens of milliseconds, as a busy client's pool does, instead of idling for
+    // seconds (an idle connection is what the keep-alive race needs).
     if let Some(rate) = config.rate {
-        runs.push(start_load(&url, "/", rate, ConnectionMode::Mixed)?);
+        runs.push(start_load(
+            &url,
+            "/",
+            rate,
+            FAST_WORKERS,
+            ConnectionMode::Mixed,
+        )?);
     }
     if let Some((rate, duration)) = config.slow {
         let path = format!("/slow?ms={}", duration.as_millis());
-        runs.push(start_load(&url, &path, rate, ConnectionMode::KeepAlive)?);
+        let in_flight = (rate * duration.as_secs_f64() * 1.5).ceil() as usize + 4;
+        runs.push(start_load(
+            &url,
+            &path,
+            rate,
+            in_flight,
+            ConnectionMode::KeepAlive,
+        )?);
     }
     // Warm up: kept-alive connections exist before anything changes (F4 needs them).
     tokio::time::sleep(settle).await;
@@ -208,17 +224,21 @@ fn settle_time(config: &LabConfig) -> Duration {
     config.propagation_delay.mul_f64(1.0 + config.jitter) + Duration::from_millis(300)
 }
 
+/// Workers of the load to `/`: plenty for sub-millisecond answers at the lab's rates.
+const FAST_WORKERS: usize = 32;
+
 fn start_load(
     base: &str,
     path: &str,
     rate: f64,
+    workers: usize,
     connections: ConnectionMode,
 ) -> Result<rollguard_load::LoadRun, LabError> {
     let target = format!("{base}{path}")
         .parse()
         .map_err(|e| std::io::Error::other(format!("load target: {e}")))?;
     let mut spec = LoadSpec::new(target);
-    spec.model = LoadModel::Open { rate, workers: 256 };
+    spec.model = LoadModel::Open { rate, workers };
     spec.connections = connections;
     Ok(rollguard_load::start(spec)?)
 }

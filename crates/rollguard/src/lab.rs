@@ -13,6 +13,7 @@ use rollguard_core::Cause;
 use rollguard_core::duration::parse_duration;
 use rollguard_core::rollout::{IntOrPercent, RollingUpdate};
 use rollguard_lab::deployment::Strategy;
+use rollguard_lab::manifest::{ManifestDeployment, ManifestStrategy, parse_deployment};
 use rollguard_lab::pod::Termination;
 use rollguard_lab::run::{LabConfig, ScenarioReport, Setup, run_scenario};
 use rollguard_lab::scenario::{SCENARIOS, Scenario};
@@ -31,6 +32,11 @@ pub struct LabArgs {
     /// APP_VERSION). It must listen on {ip}:{port}.
     #[arg(long, value_name = "CMD", conflicts_with = "scenarios")]
     app: Option<String>,
+
+    /// Take replicas, strategy, minReadySeconds, probes, preStop and the grace period from
+    /// a Deployment manifest (the first one in the file); pods run --app, or the demo app.
+    #[arg(long, value_name = "FILE", conflicts_with = "scenarios")]
+    manifest: Option<PathBuf>,
 
     /// Replicas of the Deployment.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
@@ -99,18 +105,35 @@ struct Output<'a> {
 }
 
 fn lab(args: LabArgs) -> Result<(), Failure> {
-    let budget = RollingUpdate {
-        max_surge: args.max_surge,
-        max_unavailable: args.max_unavailable,
-    }
-    .resolve(args.replicas)
-    .map_err(|e| Failure::Input(anyhow::anyhow!("--max-surge/--max-unavailable: {e}")))?;
+    let manifest = match &args.manifest {
+        Some(path) => Some(read_manifest(path).map_err(Failure::Input)?),
+        None => None,
+    };
+    let (replicas, strategy) = match &manifest {
+        Some(m) => (m.replicas, m.strategy),
+        None => (
+            args.replicas,
+            ManifestStrategy::RollingUpdate(RollingUpdate {
+                max_surge: args.max_surge,
+                max_unavailable: args.max_unavailable,
+            }),
+        ),
+    };
+    let strategy = match strategy {
+        ManifestStrategy::Recreate => Strategy::Recreate,
+        ManifestStrategy::RollingUpdate(update) => {
+            let budget = update.resolve(replicas).map_err(|e| {
+                Failure::Input(anyhow::anyhow!("--max-surge/--max-unavailable: {e}"))
+            })?;
+            Strategy::RollingUpdate {
+                max_surge: budget.max_surge,
+                max_unavailable: budget.max_unavailable,
+            }
+        }
+    };
     let config = LabConfig {
-        replicas: args.replicas,
-        strategy: Strategy::RollingUpdate {
-            max_surge: budget.max_surge,
-            max_unavailable: budget.max_unavailable,
-        },
+        replicas,
+        strategy,
         rate: match (args.rate, args.serve) {
             (Some(rate), _) => Some(rate),
             (None, Some(_)) => None,
@@ -133,7 +156,7 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
             Duration::ZERO
         }),
     };
-    let setups = setups(&args, &config).map_err(Failure::Run)?;
+    let setups = setups(&args, &config, manifest).map_err(Failure::Run)?;
     if args.serve.is_some() && setups.len() > 1 {
         return Err(Failure::Input(anyhow::anyhow!(
             "--serve: choose one --scenario (or --app): the address serves one at a time"
@@ -192,21 +215,46 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What runs in the pods: the user's app, or the demo app in each chosen scenario.
-fn setups(args: &LabArgs, config: &LabConfig) -> anyhow::Result<Vec<Setup>> {
-    if let Some(app) = &args.app {
-        // Kubernetes' defaults: no probes, no preStop, 30 s of grace.
-        return Ok(vec![Setup {
-            name: "app".to_owned(),
-            command: vec!["sh".to_owned(), "-c".to_owned(), app.clone()],
-            probes: Default::default(),
-            termination: Termination::default(),
-            min_ready: Duration::ZERO,
-            port: None,
-        }]);
-    }
+/// What runs in the pods: the user's app and manifest, or the demo app in each chosen
+/// scenario.
+fn setups(
+    args: &LabArgs,
+    config: &LabConfig,
+    manifest: Option<ManifestDeployment>,
+) -> anyhow::Result<Vec<Setup>> {
     let exe = std::env::current_exe().context("cannot find the rollguard executable")?;
     let demo_app = [exe.display().to_string(), "demo-app".to_owned()];
+    if args.app.is_some() || manifest.is_some() {
+        let command = match &args.app {
+            Some(app) => vec!["sh".to_owned(), "-c".to_owned(), app.clone()],
+            None => {
+                let mut command = demo_app.to_vec();
+                command
+                    .extend(["--listen", "{ip}:{port}", "--color", "{version}"].map(String::from));
+                command
+            }
+        };
+        // Without a manifest, Kubernetes' defaults: no probes, no preStop, 30 s of grace.
+        let setup = match manifest {
+            Some(m) => Setup {
+                name: m.name,
+                command,
+                probes: m.probes,
+                termination: m.termination,
+                min_ready: m.min_ready,
+                port: m.container_port,
+            },
+            None => Setup {
+                name: "app".to_owned(),
+                command,
+                probes: Default::default(),
+                termination: Termination::default(),
+                min_ready: Duration::ZERO,
+                port: None,
+            },
+        };
+        return Ok(vec![setup]);
+    }
     let propagation = config.propagation_delay.mul_f64(1.0 + config.jitter);
     let scenarios: Vec<&Scenario> = if args.scenarios.is_empty() {
         SCENARIOS.iter().collect()
@@ -217,6 +265,21 @@ fn setups(args: &LabArgs, config: &LabConfig) -> anyhow::Result<Vec<Setup>> {
         .iter()
         .map(|s| s.setup(&demo_app, propagation))
         .collect())
+}
+
+/// Reads and parses `--manifest`, and says which of its fields the lab can't honor.
+fn read_manifest(path: &std::path::Path) -> anyhow::Result<ManifestDeployment> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--manifest: cannot read {}", path.display()))?;
+    let manifest = parse_deployment(&text, path)?;
+    if !manifest.ignored.is_empty() {
+        eprintln!(
+            "{}: the lab does not honor these fields:\n  {}",
+            path.display(),
+            manifest.ignored.join("\n  ")
+        );
+    }
+    Ok(manifest)
 }
 
 fn parse_scenario(name: &str) -> Result<&'static Scenario, String> {

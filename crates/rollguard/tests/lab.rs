@@ -135,6 +135,64 @@ fn interrupting_the_lab_leaves_no_pod_behind() {
 }
 
 #[test]
+fn a_manifest_with_every_fix_and_a_draining_app_drops_nothing() {
+    let scratch = Scratch::new("lab-manifest");
+    let json = scratch.path("lab.json");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/demo.yaml");
+    let app = format!(
+        "exec '{}' demo-app --listen {{ip}}:{{port}} --color {{version}} --startup-delay 1s \
+         --sigterm drain --close-keepalive-on-sigterm --drain-delay 1s",
+        env!("CARGO_BIN_EXE_rollguard")
+    );
+    let out = rollguard()
+        .args([
+            "lab",
+            "--manifest",
+            manifest,
+            "--app",
+            &app,
+            "--rollouts",
+            "1",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run lab");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&json);
+    let demo = scenario(&report, "demo");
+    assert_eq!(count(&demo["failed"]), 0, "{demo}");
+    assert!(count(&demo["requests"]) > 500, "{demo}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("resources"),
+        "ignored fields are listed: {stderr}"
+    );
+}
+
+#[test]
+fn a_bad_manifest_exits_2_naming_file_line_and_field() {
+    let scratch = Scratch::new("lab-bad-manifest");
+    let path = scratch.path("deploy.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  replicas: three\n",
+    )
+    .expect("write manifest");
+    let out = rollguard()
+        .args(["lab", "--manifest"])
+        .arg(&path)
+        .output()
+        .expect("run lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr.contains("deploy.yaml:6") && stderr.contains("replicas"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_flags_exit_2_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["lab", "--scenario", "bogus"], "--scenario"),
