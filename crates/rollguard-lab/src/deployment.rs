@@ -131,16 +131,25 @@ impl Deployment {
     }
 
     /// Rolls the Deployment to `version` (the first call creates it) and returns how long
-    /// it took, from the first change to every new pod available.
+    /// it took, from the first change to every new pod available. `pods` hears a summary
+    /// of the pods' states (`2 ready, 1 starting, 1 terminating`) whenever it changes.
     pub async fn roll_to(
         &mut self,
         version: &str,
         limit: Duration,
+        pods: &(dyn Fn(&str) + Sync),
     ) -> Result<Duration, DeploymentError> {
         let started = Instant::now();
+        let mut last = String::new();
         loop {
             self.reap();
-            if self.reconcile(version)? {
+            let done = self.reconcile(version)?;
+            let summary = self.summary();
+            if summary != last {
+                pods(&summary);
+                last = summary;
+            }
+            if done {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > limit {
@@ -311,19 +320,42 @@ impl Deployment {
         }
     }
 
+    /// How many pods are in each state, e.g. `2 ready, 1 starting, 1 terminating`.
+    pub fn summary(&self) -> String {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for m in &self.pods {
+            let state = pod_state(m);
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        counts.sort_by_key(|(state, _)| STATES.iter().position(|s| s == state));
+        counts
+            .iter()
+            .map(|(state, n)| format!("{n} {state}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn describe(&self) -> String {
         self.pods
             .iter()
-            .map(|m| {
-                let state = match (&m.termination, m.pod.exited(), *m.ready.borrow()) {
-                    (Some(_), _, _) => "terminating",
-                    (None, Some(_), _) => "exited",
-                    (None, None, Some(_)) => "ready",
-                    (None, None, None) => "not ready",
-                };
-                format!("{} {state}", m.pod.name())
-            })
+            .map(|m| format!("{} {}", m.pod.name(), pod_state(m)))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The states a pod is shown in, in display order.
+const STATES: [&str; 4] = ["ready", "starting", "terminating", "exited"];
+
+/// A pod's state as people say it: `starting` until it is first ready.
+fn pod_state(m: &Managed) -> &'static str {
+    match (&m.termination, m.pod.exited(), *m.ready.borrow()) {
+        (Some(_), _, _) => STATES[2],
+        (None, Some(_), _) => STATES[3],
+        (None, None, Some(_)) => STATES[0],
+        (None, None, None) => STATES[1],
     }
 }

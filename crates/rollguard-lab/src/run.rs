@@ -153,8 +153,10 @@ async fn roll(
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<(Vec<(Instant, Report)>, Vec<f64>), LabError> {
     let settle = settle_time(config);
-    progress(format!("{}: creating {} pods", setup.name, config.replicas));
-    deployment.roll_to(VERSIONS[0], ROLLOUT_LIMIT).await?;
+    let creating = |pods: &str| progress(format!("{}: creating | pods: {pods}", setup.name));
+    deployment
+        .roll_to(VERSIONS[0], ROLLOUT_LIMIT, &creating)
+        .await?;
     // Let the Service learn the first endpoints before load starts.
     tokio::time::sleep(settle).await;
 
@@ -194,11 +196,13 @@ async fn roll(
     for i in 1..=config.rollouts {
         tokio::time::sleep(config.interval).await;
         let version = VERSIONS[i as usize % 2];
-        progress(format!(
+        let step = format!(
             "{}: rollout {i}/{} to {version}",
             setup.name, config.rollouts
-        ));
-        let took = deployment.roll_to(version, ROLLOUT_LIMIT).await?;
+        );
+        progress(step.clone());
+        let rolling = |pods: &str| progress(format!("{step} | pods: {pods}"));
+        let took = deployment.roll_to(version, ROLLOUT_LIMIT, &rolling).await?;
         progress(format!(
             "{}: rollout {i} to {version} complete in {:.1}s",
             setup.name,

@@ -355,7 +355,7 @@ fn render(reports: &[ScenarioReport], config: &LabConfig, took: Duration) -> Str
     if !seen.is_empty() {
         out.push_str("\nFixes\n");
         for cause in seen {
-            out.push_str(&format!("  {cause:<17} {}\n", cause.fix()));
+            out.push_str(&format!("  {:<17} {}\n", cause.to_string(), cause.fix()));
         }
     }
     out.push_str(&format!(
