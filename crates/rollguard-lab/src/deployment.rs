@@ -273,6 +273,7 @@ impl Deployment {
         let (prober, ready) = prober::spawn(
             pod.clone(),
             self.spec.probes.clone(),
+            self.spec.termination.clone(),
             self.journal.clone(),
             self.changed.clone(),
         );

@@ -11,6 +11,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -197,60 +198,50 @@ pub enum PodError {
 #[derive(Debug)]
 pub struct Pod {
     spec: PodSpec,
+    /// The container's current process; a restart replaces it.
+    process: Mutex<Process>,
+    /// Set once the pod is being deleted: it is not restarted any more.
+    deleting: AtomicBool,
+    journal: Journal,
+}
+
+/// One run of the container's process.
+#[derive(Debug, Clone)]
+struct Process {
     pgid: Pid,
     exit: watch::Receiver<Option<ExitReason>>,
-    journal: Journal,
 }
 
 impl Pod {
     /// Starts the pod's process in its own process group (like a container's cgroup), with
     /// the placeholders expanded and the pod's environment set.
     pub fn spawn(spec: PodSpec, journal: Journal) -> Result<Self, PodError> {
-        let (program, args) = spec
-            .command
-            .split_first()
-            .ok_or_else(|| PodError::EmptyCommand(spec.name.clone()))?;
-        let program = spec.expand(program);
-        let mut command = Command::new(&program);
-        command
-            .args(args.iter().map(|a| spec.expand(a)))
-            .envs(spec.env())
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let spawn_error = |source| PodError::Spawn {
-            pod: spec.name.clone(),
-            program: program.clone(),
-            source,
-        };
-        let mut child = command.spawn().map_err(spawn_error)?;
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| spawn_error(std::io::Error::other("no process id")))?;
-        journal.record(&spec.name, PodEvent::Started { pid });
-        let (exit_tx, exit) = watch::channel(None);
-        let (name, events) = (spec.name.clone(), journal.clone());
-        // The one place that waits for this process.
-        tokio::spawn(async move {
-            let reason = match child.wait().await {
-                Ok(status) => match (status.code(), status.signal()) {
-                    (Some(code), _) => ExitReason::Code(code),
-                    (None, Some(sig)) => ExitReason::Signal(sig),
-                    (None, None) => ExitReason::Code(-1),
-                },
-                Err(_) => ExitReason::Code(-1),
-            };
-            events.record(&name, PodEvent::Exited(reason));
-            let _ = exit_tx.send(Some(reason));
-        });
+        let process = start(&spec, &journal)?;
         Ok(Self {
             spec,
-            pgid: Pid::from_raw(pid),
-            exit,
+            process: Mutex::new(process),
+            deleting: AtomicBool::new(false),
             journal,
         })
+    }
+
+    /// Restarts the container, as the kubelet does after a failed liveness or startup
+    /// probe: the process is killed the way a deletion kills it (preStop, SIGTERM, SIGKILL
+    /// at the end of the grace period), then started again, same name and address. Does
+    /// nothing for a pod being deleted.
+    pub async fn restart(&self, termination: &Termination) -> Result<(), PodError> {
+        if self.deleting.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.stop(termination).await;
+        if self.deleting.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let process = start(&self.spec, &self.journal)?;
+        if let Ok(mut current) = self.process.lock() {
+            *current = process;
+        }
+        Ok(())
     }
 
     /// The pod's name.
@@ -268,14 +259,14 @@ impl Pod {
         &self.spec.version
     }
 
-    /// How the process ended, if it has.
+    /// How the current process ended, if it has.
     pub fn exited(&self) -> Option<ExitReason> {
-        *self.exit.borrow()
+        *self.current().exit.borrow()
     }
 
-    /// Waits until the process has ended.
+    /// Waits until the current process has ended.
     pub async fn wait(&self) -> ExitReason {
-        let mut exit = self.exit.clone();
+        let mut exit = self.current().exit;
         match exit.wait_for(Option::is_some).await {
             Ok(reason) => reason.unwrap_or(ExitReason::Code(-1)),
             // The waiter task is gone only when the runtime shuts down.
@@ -283,9 +274,16 @@ impl Pod {
         }
     }
 
-    /// Terminates the pod as the kubelet does: preStop, SIGTERM, SIGKILL at the end of the
-    /// grace period (counted from the start of preStop).
+    /// Terminates the pod as the kubelet does on deletion: preStop, SIGTERM, SIGKILL at
+    /// the end of the grace period (counted from the start of preStop).
     pub async fn terminate(&self, termination: &Termination) -> Terminated {
+        self.deleting.store(true, Ordering::Relaxed);
+        self.stop(termination).await
+    }
+
+    /// Stops the current process: preStop, SIGTERM, SIGKILL at grace expiry.
+    async fn stop(&self, termination: &Termination) -> Terminated {
+        let pgid = self.current().pgid;
         let deadline = tokio::time::Instant::now() + termination.grace_period;
         self.journal
             .record(self.name(), PodEvent::TerminationStarted);
@@ -301,7 +299,7 @@ impl Pod {
             return Terminated::Exited(reason);
         }
         // Like the container runtime, SIGTERM goes to the main process (PID 1) only.
-        let _ = kill(self.pgid, Signal::SIGTERM);
+        let _ = kill(pgid, Signal::SIGTERM);
         self.journal.record(self.name(), PodEvent::SigtermSent);
         let deadline = deadline.max(tokio::time::Instant::now());
         if let Ok(reason) = tokio::time::timeout_at(deadline, self.wait()).await {
@@ -312,12 +310,19 @@ impl Pod {
         Terminated::Killed
     }
 
-    /// SIGKILLs the whole process group at once.
+    /// SIGKILLs the current process's whole group at once.
     pub fn kill(&self) {
         if self.exited().is_none() {
             self.journal.record(self.name(), PodEvent::SigkillSent);
         }
-        let _ = killpg(self.pgid, Signal::SIGKILL);
+        let _ = killpg(self.current().pgid, Signal::SIGKILL);
+    }
+
+    fn current(&self) -> Process {
+        match self.process.lock() {
+            Ok(process) => process.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     async fn run_pre_stop(&self, hook: &PreStop) {
@@ -353,6 +358,54 @@ impl Pod {
 impl Drop for Pod {
     fn drop(&mut self) {
         // The group may hold children of the app even after the app itself exited.
-        let _ = killpg(self.pgid, Signal::SIGKILL);
+        let _ = killpg(self.current().pgid, Signal::SIGKILL);
     }
+}
+
+/// Starts the pod's process in its own process group (like a container's cgroup), with the
+/// placeholders expanded and the pod's environment set, and a task that waits for it.
+fn start(spec: &PodSpec, journal: &Journal) -> Result<Process, PodError> {
+    let (program, args) = spec
+        .command
+        .split_first()
+        .ok_or_else(|| PodError::EmptyCommand(spec.name.clone()))?;
+    let program = spec.expand(program);
+    let mut command = Command::new(&program);
+    command
+        .args(args.iter().map(|a| spec.expand(a)))
+        .envs(spec.env())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let spawn_error = |source| PodError::Spawn {
+        pod: spec.name.clone(),
+        program: program.clone(),
+        source,
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| spawn_error(std::io::Error::other("no process id")))?;
+    journal.record(&spec.name, PodEvent::Started { pid });
+    let (exit_tx, exit) = watch::channel(None);
+    let (name, events) = (spec.name.clone(), journal.clone());
+    // The one place that waits for this process.
+    tokio::spawn(async move {
+        let reason = match child.wait().await {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => ExitReason::Code(code),
+                (None, Some(sig)) => ExitReason::Signal(sig),
+                (None, None) => ExitReason::Code(-1),
+            },
+            Err(_) => ExitReason::Code(-1),
+        };
+        events.record(&name, PodEvent::Exited(reason));
+        let _ = exit_tx.send(Some(reason));
+    });
+    Ok(Process {
+        pgid: Pid::from_raw(pid),
+        exit,
+    })
 }

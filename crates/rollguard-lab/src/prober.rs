@@ -14,25 +14,27 @@ use tokio::process::Command;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::pod::{Journal, Pod, PodEvent};
+use crate::pod::{Journal, Pod, PodEvent, Termination};
 
 /// A container's probes.
 #[derive(Debug, Clone, Default)]
 pub struct Probes {
     /// Decides whether the pod receives traffic.
     pub readiness: Option<ProbeSpec>,
-    /// Kills the pod when it fails (the lab does not restart containers: the pod stays
-    /// down and is reported).
+    /// Restarts the container when it fails.
     pub liveness: Option<ProbeSpec>,
     /// Holds the other probes back until the app has started.
     pub startup: Option<ProbeSpec>,
 }
 
 /// Starts probing `pod`. The returned receiver says since when the pod has been ready
-/// (`None`: not ready); every change is journaled and wakes `changed`.
+/// (`None`: not ready); every change is journaled and wakes `changed`. A failed startup
+/// or liveness probe restarts the container (stopped as `termination` says) and probing
+/// starts over; a process that exits by itself is not restarted.
 pub fn spawn(
     pod: Arc<Pod>,
     probes: Probes,
+    termination: Termination,
     journal: Journal,
     changed: Arc<Notify>,
 ) -> (JoinHandle<()>, watch::Receiver<Option<Instant>>) {
@@ -44,12 +46,22 @@ pub fn spawn(
         changed,
     };
     let task = tokio::spawn(async move {
-        tokio::select! {
-            () = probe(&pod, &probes, &readiness) => {}
-            _ = pod.wait() => {}
+        loop {
+            let failed = tokio::select! {
+                kind = probe(&pod, &probes, &readiness) => kind,
+                _ = pod.wait() => {
+                    // An exited process serves nothing.
+                    readiness.set(false);
+                    return;
+                }
+            };
+            readiness.set(false);
+            tracing::info!(pod = pod.name(), probe = %failed, "probe failed: restarting the container");
+            if let Err(err) = pod.restart(&termination).await {
+                tracing::warn!(pod = pod.name(), "cannot restart the container: {err}");
+                return;
+            }
         }
-        // An exited process serves nothing.
-        readiness.set(false);
     });
     (task, ready)
 }
@@ -81,35 +93,26 @@ impl Readiness {
     }
 }
 
-async fn probe(pod: &Pod, probes: &Probes, readiness: &Readiness) {
+/// Runs the probes until a startup or liveness probe fails; returns which.
+async fn probe(pod: &Pod, probes: &Probes, readiness: &Readiness) -> ProbeKind {
     if let Some(startup) = &probes.startup
         && !run_until_decided(pod, startup, ProbeKind::Startup).await
     {
-        tracing::info!(
-            pod = pod.name(),
-            "startup probe failed: killing the container"
-        );
-        pod.kill();
-        return;
+        return ProbeKind::Startup;
     }
     let liveness = async {
-        if let Some(spec) = &probes.liveness
-            && !run_until_decided(pod, spec, ProbeKind::Liveness).await
-        {
-            tracing::info!(
-                pod = pod.name(),
-                "liveness probe failed: killing the container"
-            );
-            pod.kill();
+        match &probes.liveness {
+            Some(spec) => {
+                // A liveness probe never passes for good: this returns only on failure.
+                run_until_decided(pod, spec, ProbeKind::Liveness).await;
+                ProbeKind::Liveness
+            }
+            None => std::future::pending().await,
         }
-        std::future::pending::<()>().await;
     };
     let ready = async {
         match &probes.readiness {
-            None => {
-                readiness.set(true);
-                std::future::pending::<()>().await;
-            }
+            None => readiness.set(true),
             Some(spec) => {
                 tokio::time::sleep(spec.initial_delay).await;
                 let mut tracker = ProbeTracker::new(ProbeKind::Readiness, spec);
@@ -122,8 +125,13 @@ async fn probe(pod: &Pod, probes: &Probes, readiness: &Readiness) {
                 }
             }
         }
+        // Readiness never restarts anything: only the liveness arm ends the select.
+        std::future::pending::<ProbeKind>().await
     };
-    tokio::join!(liveness, ready);
+    tokio::select! {
+        failed = liveness => failed,
+        failed = ready => failed,
+    }
 }
 
 /// Runs a startup or liveness probe until its tracker decides: `true` when a startup probe
