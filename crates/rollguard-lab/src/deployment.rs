@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use rollguard_core::rollout::Fenceposts;
 
 use crate::controller::{PodView, rolling_step};
-use crate::pod::{Journal, Pod, PodError, PodSpec, Terminated, Termination};
+use crate::pod::{ExitReason, Journal, Pod, PodError, PodSpec, Terminated, Termination};
 use crate::prober::{self, Probes};
 
 /// How a Deployment replaces its pods.
@@ -61,6 +61,17 @@ pub enum DeploymentError {
     /// A pod could not be started.
     #[error(transparent)]
     Pod(#[from] PodError),
+    /// A pod's process exited while the pod was not being deleted (the app crashed or
+    /// could not start); Kubernetes would restart it in a loop, the lab stops.
+    #[error(
+        "pod {pod} exited ({reason}) before it was deleted: the app crashed or could not start"
+    )]
+    PodExited {
+        /// The pod.
+        pod: String,
+        /// How its process ended.
+        reason: String,
+    },
     /// The rollout did not complete in time (e.g. new pods never become ready).
     #[error("rollout to {version} did not complete within {limit:?}: {detail}")]
     Stuck {
@@ -143,6 +154,7 @@ impl Deployment {
         let mut last = String::new();
         loop {
             self.reap();
+            self.check_crashes()?;
             let done = self.reconcile(version)?;
             let summary = self.summary();
             if summary != last {
@@ -298,6 +310,25 @@ impl Deployment {
                 changed.notify_one();
                 outcome
             }));
+        }
+    }
+
+    /// Fails when a pod that is not being deleted has no process any more.
+    fn check_crashes(&self) -> Result<(), DeploymentError> {
+        match self
+            .pods
+            .iter()
+            .find(|m| m.termination.is_none() && m.pod.exited().is_some())
+        {
+            Some(m) => Err(DeploymentError::PodExited {
+                pod: m.pod.name().to_owned(),
+                reason: match m.pod.exited() {
+                    Some(ExitReason::Code(code)) => format!("exit code {code}"),
+                    Some(ExitReason::Signal(sig)) => format!("signal {sig}"),
+                    None => "unknown".to_owned(),
+                },
+            }),
+            None => Ok(()),
         }
     }
 

@@ -192,6 +192,60 @@ fn a_bad_manifest_exits_2_naming_file_line_and_field() {
     );
 }
 
+/// Processes whose command line contains `marker`, anywhere on the machine.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(marker) && !stat.contains(") Z ")
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_outlives_a_run_not_even_the_apps_children() {
+    // A unique sleep length marks this test's processes; the app leaves a child behind.
+    let marker = format!("3599.{}", std::process::id());
+    let app = format!("sleep {marker} & exec python3 -m http.server {{port}} --bind {{ip}}");
+    let out = rollguard()
+        .args(["lab", "--app", &app, "--rollouts", "1", "--rate", "20"])
+        .output()
+        .expect("run lab");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        wait_until(Duration::from_secs(10), || processes_with(&marker)
+            .is_empty()),
+        "left behind: {:?}",
+        processes_with(&marker)
+    );
+}
+
+#[test]
+fn a_failing_app_stops_the_lab_with_a_clear_error_and_nothing_left() {
+    let marker = format!("3598.{}", std::process::id());
+    let app = format!("sleep {marker} & exit 3");
+    let out = rollguard()
+        .args(["lab", "--app", &app, "--rollouts", "1"])
+        .output()
+        .expect("run lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr.contains("exit code 3") && stderr.contains("pod app-red-"),
+        "{stderr}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || processes_with(&marker)
+            .is_empty()),
+        "left behind: {:?}",
+        processes_with(&marker)
+    );
+}
+
 #[test]
 fn bad_flags_exit_2_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
