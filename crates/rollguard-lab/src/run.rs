@@ -161,7 +161,7 @@ async fn roll(
     tokio::time::sleep(settle).await;
 
     progress(format!(
-        "{}: the Service listens on http://{}",
+        "{}: http://{} is serving (the Service has its endpoints)",
         setup.name,
         service.local_addr()
     ));

@@ -174,11 +174,15 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
     let reports = runtime.block_on(async {
         let mut reports = Vec::new();
         for setup in &setups {
+            // Under --serve each step is also a line, timed: the rollouts' timeline as it
+            // happens, for whoever watches beside their own client.
             let say = |msg: String| {
                 if serving {
-                    progress.println(&msg);
+                    let line = format!("[{:>6.1}s] {msg}", started.elapsed().as_secs_f64());
                     if progress.is_hidden() {
-                        eprintln!("{msg}");
+                        eprintln!("{line}");
+                    } else {
+                        progress.println(line);
                     }
                 }
                 progress.set_message(msg);
@@ -334,14 +338,19 @@ fn render(reports: &[ScenarioReport], config: &LabConfig, took: Duration) -> Str
             Cell::new(times),
         ]);
     }
+    let load = match (config.rate, config.slow) {
+        (None, _) => "no built-in load".to_owned(),
+        (Some(rate), None) => format!("{rate} req/s"),
+        (Some(rate), Some((slow, d))) => {
+            format!(
+                "{rate} req/s (+{slow} req/s of {} ms requests)",
+                d.as_millis()
+            )
+        }
+    };
     let mut out = format!(
-        "rollguard lab: {} replicas, {} rollouts per scenario, {} req/s (+{} req/s of {} ms requests), endpoint propagation {:?}\n\n{table}\n",
-        config.replicas,
-        config.rollouts,
-        config.rate.unwrap_or(0.0),
-        config.slow.map_or(0.0, |(rate, _)| rate),
-        config.slow.map_or(0, |(_, d)| d.as_millis()),
-        config.propagation_delay,
+        "rollguard lab: {} replicas, {} rollouts per scenario, {load}, endpoint propagation {:?}\n\n{table}\n",
+        config.replicas, config.rollouts, config.propagation_delay,
     );
     let seen: Vec<Cause> = Cause::ALL
         .iter()

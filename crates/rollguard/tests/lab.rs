@@ -171,6 +171,22 @@ fn a_manifest_with_every_fix_and_a_draining_app_drops_nothing() {
 }
 
 #[test]
+fn recreate_leaves_the_service_without_endpoints() {
+    let scratch = Scratch::new("lab-recreate");
+    let json = scratch.path("lab.json");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/recreate.yaml");
+    let out = rollguard()
+        .args(["lab", "--manifest", manifest, "--rollouts", "1", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run lab");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&json);
+    let recreate = scenario(&report, "recreate");
+    assert!(count(&recreate["causes"]["no-endpoints"]) > 0, "{recreate}");
+}
+
+#[test]
 fn a_bad_manifest_exits_2_naming_file_line_and_field() {
     let scratch = Scratch::new("lab-bad-manifest");
     let path = scratch.path("deploy.yaml");
