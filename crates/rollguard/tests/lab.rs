@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Proc, Scratch, describe, read_json, rollguard, wait_until};
+use common::{Proc, Scratch, describe, live_processes, read_json, rollguard, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -24,36 +24,44 @@ fn count(v: &Value) -> u64 {
 
 /// The pids of `rollguard demo-app` processes whose parent is `parent`.
 fn demo_apps_of(parent: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Field 4, after the parenthesised command name, is the parent pid.
-            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-            let ppid = after
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("demo-app")
-        })
+    live_processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent && p.cmdline.contains("demo-app"))
+        .map(|p| p.pid)
         .collect()
 }
 
-#[test]
-fn naive_drops_requests_for_their_known_causes() {
-    let scratch = Scratch::new("lab-naive");
+/// Processes whose command line contains `marker`, anywhere on the machine.
+fn processes_with(marker: &str) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(marker))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Runs `rollguard lab ARGS --json FILE`, which must succeed; returns its stdout and
+/// stderr, and the report of the scenario called `name`.
+fn lab_ok(args: &[&str], name: &str) -> (String, String, Value) {
+    let scratch = Scratch::new("lab");
     let json = scratch.path("lab.json");
     let out = rollguard()
-        .args(["lab", "--scenario", "naive", "--rollouts", "2", "--json"])
+        .arg("lab")
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .output()
         .expect("run lab");
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let report = read_json(&json);
-    let naive = scenario(&report, "naive");
+    let scenario = scenario(&report, name).clone();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&out.stdout), text(&out.stderr), scenario)
+}
+
+#[test]
+fn naive_drops_requests_for_their_known_causes() {
+    let (stdout, _, naive) = lab_ok(&["--scenario", "naive", "--rollouts", "2"], "naive");
     assert!(count(&naive["failed"]) > 0, "{naive}");
     let causes = &naive["causes"];
     assert!(count(&causes["not-ready"]) > 0, "no not-ready: {naive}");
@@ -77,31 +85,16 @@ fn naive_drops_requests_for_their_known_causes() {
         "every failure has a cause"
     );
     assert_eq!(naive["rollout_seconds"].as_array().map(Vec::len), Some(2));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("naive") && text.contains("Fixes"), "{text}");
+    assert!(
+        stdout.contains("naive") && stdout.contains("Fixes"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn complete_drops_nothing_over_three_rollouts() {
-    let scratch = Scratch::new("lab-complete");
-    let json = scratch.path("lab.json");
-    let out = rollguard()
-        .args([
-            "lab",
-            "--scenario",
-            "complete",
-            "--rollouts",
-            "3",
-            "--rate",
-            "200",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run lab");
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let report = read_json(&json);
-    let complete = scenario(&report, "complete");
+    let args = ["--scenario", "complete", "--rollouts", "3", "--rate", "200"];
+    let (_, _, complete) = lab_ok(&args, "complete");
     assert_eq!(count(&complete["failed"]), 0, "{complete}");
     // 200 req/s plus the long requests, over three rollouts.
     assert!(count(&complete["requests"]) > 1000, "{complete}");
@@ -136,34 +129,16 @@ fn interrupting_the_lab_leaves_no_pod_behind() {
 
 #[test]
 fn a_manifest_with_every_fix_and_a_draining_app_drops_nothing() {
-    let scratch = Scratch::new("lab-manifest");
-    let json = scratch.path("lab.json");
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/demo.yaml");
     let app = format!(
         "exec '{}' demo-app --listen {{ip}}:{{port}} --color {{version}} --startup-delay 1s \
          --sigterm drain --close-keepalive-on-sigterm --drain-delay 1s",
         env!("CARGO_BIN_EXE_rollguard")
     );
-    let out = rollguard()
-        .args([
-            "lab",
-            "--manifest",
-            manifest,
-            "--app",
-            &app,
-            "--rollouts",
-            "1",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run lab");
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let report = read_json(&json);
-    let demo = scenario(&report, "demo");
+    let args = ["--manifest", manifest, "--app", &app, "--rollouts", "1"];
+    let (_, stderr, demo) = lab_ok(&args, "demo");
     assert_eq!(count(&demo["failed"]), 0, "{demo}");
     assert!(count(&demo["requests"]) > 500, "{demo}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("resources"),
         "ignored fields are listed: {stderr}"
@@ -172,17 +147,8 @@ fn a_manifest_with_every_fix_and_a_draining_app_drops_nothing() {
 
 #[test]
 fn recreate_leaves_the_service_without_endpoints() {
-    let scratch = Scratch::new("lab-recreate");
-    let json = scratch.path("lab.json");
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/recreate.yaml");
-    let out = rollguard()
-        .args(["lab", "--manifest", manifest, "--rollouts", "1", "--json"])
-        .arg(&json)
-        .output()
-        .expect("run lab");
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let report = read_json(&json);
-    let recreate = scenario(&report, "recreate");
+    let (_, _, recreate) = lab_ok(&["--manifest", manifest, "--rollouts", "1"], "recreate");
     assert!(count(&recreate["causes"]["no-endpoints"]) > 0, "{recreate}");
 }
 
@@ -206,20 +172,6 @@ fn a_bad_manifest_exits_2_naming_file_line_and_field() {
         stderr.contains("deploy.yaml:6") && stderr.contains("replicas"),
         "{stderr}"
     );
-}
-
-/// Processes whose command line contains `marker`, anywhere on the machine.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(marker) && !stat.contains(") Z ")
-        })
-        .collect()
 }
 
 #[test]

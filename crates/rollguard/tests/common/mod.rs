@@ -128,3 +128,32 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A running (not zombie) process, as `/proc` shows it.
+pub struct LiveProcess {
+    pub pid: u32,
+    pub ppid: u32,
+    pub cmdline: String,
+}
+
+/// Every running process on the machine.
+pub fn live_processes() -> Vec<LiveProcess> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the parenthesised command name: state, then the parent pid.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (state != "Z").then(|| LiveProcess {
+                pid,
+                ppid,
+                cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+            })
+        })
+        .collect()
+}
