@@ -83,16 +83,14 @@ impl Cause {
                 "add a readinessProbe that passes only once the app can serve requests"
             }
             Self::EndpointLag => {
-                "keep serving after SIGTERM: a preStop sleep longer than endpoint propagation (rollguard shim does it)"
+                "keep serving after SIGTERM: a preStop sleep longer than endpoint propagation"
             }
-            Self::InFlightKilled => {
-                "drain in-flight requests before exiting on SIGTERM (rollguard shim does it)"
-            }
+            Self::InFlightKilled => "drain in-flight requests before exiting on SIGTERM",
             Self::KeepaliveRace => {
-                "send Connection: close (HTTP/1.1) or GOAWAY (HTTP/2) while draining, or put a retrying proxy tier in front (rollguard proxy)"
+                "send Connection: close (HTTP/1.1) or GOAWAY (HTTP/2) while draining, or put a retrying proxy tier in front"
             }
             Self::Sigkill => {
-                "exit within terminationGracePeriodSeconds: forward SIGTERM to the app (no shell as PID 1; rollguard shim) and keep preStop plus drain under the grace period"
+                "exit within terminationGracePeriodSeconds: forward SIGTERM to the app (no shell as PID 1) and keep preStop plus drain under the grace period"
             }
             Self::NoEndpoints => {
                 "raise replicas or maxSurge, lower maxUnavailable so some replica stays ready"
