@@ -53,7 +53,7 @@ impl PodSpec {
     }
 
     /// The environment the app gets, as the Downward API would give it.
-    fn env(&self) -> [(&'static str, String); 4] {
+    pub(crate) fn env(&self) -> [(&'static str, String); 4] {
         [
             ("POD_IP", self.ip.to_string()),
             ("PORT", self.port.to_string()),
@@ -252,6 +252,11 @@ impl Pod {
     /// The pod's address.
     pub fn addr(&self) -> SocketAddr {
         self.spec.addr()
+    }
+
+    /// What the pod runs.
+    pub(crate) fn spec(&self) -> &PodSpec {
+        &self.spec
     }
 
     /// The version the pod runs.

@@ -169,8 +169,10 @@ async fn check(pod: &Pod, spec: &ProbeSpec) -> bool {
                 tokio::net::TcpStream::connect(addr).await.is_ok()
             }
             ProbeAction::Exec { command } => match command.split_first() {
+                // The kubelet runs it inside the container: the pod's environment.
                 Some((program, args)) => Command::new(program)
                     .args(args)
+                    .envs(pod.spec().env())
                     .kill_on_drop(true)
                     .status()
                     .await

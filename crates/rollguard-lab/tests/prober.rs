@@ -106,3 +106,35 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn exec_probes_run_with_the_pods_environment() {
+    let journal = Journal::default();
+    let pod = Arc::new(Pod::spawn(sleeper("envy"), journal.clone()).expect("spawn"));
+    let readiness = ProbeSpec {
+        period: Duration::from_millis(50),
+        ..ProbeSpec::new(ProbeAction::Exec {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "test \"$POD_NAME $POD_IP $APP_VERSION\" = 'envy 127.0.1.9 red'".into(),
+            ],
+        })
+    };
+    let (task, ready) = prober::spawn(
+        pod.clone(),
+        Probes {
+            readiness: Some(readiness),
+            ..Probes::default()
+        },
+        quick_termination(),
+        journal,
+        Arc::new(Notify::new()),
+    );
+    eventually("ready by an exec probe that checks its environment", || {
+        ready.borrow().is_some()
+    })
+    .await;
+    pod.kill();
+    task.abort();
+}
