@@ -75,6 +75,14 @@ pub const SCENARIOS: [Scenario; 5] = [
 /// that traffic sent to a pod before it is ready (F1) shows.
 pub const APP_STARTUP: Duration = Duration::from_millis(2000);
 
+/// The demo app listening on the pod's address and serving the pod's version; `app` is
+/// its command up to the subcommand (e.g. `[rollguard, demo-app]`).
+pub fn demo_app_command(app: &[String]) -> Vec<String> {
+    let mut command = app.to_vec();
+    command.extend(["--listen", "{ip}:{port}", "--color", "{version}"].map(String::from));
+    command
+}
+
 impl Scenario {
     /// The scenario called `name`.
     pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -90,12 +98,7 @@ impl Scenario {
     /// subcommand, e.g. `[rollguard, demo-app]`) with the scenario's flags and manifest,
     /// for endpoints that propagate within `propagation` (jitter included).
     pub fn setup(&self, app: &[String], propagation: Duration) -> Setup {
-        let mut command = app.to_vec();
-        command.extend(
-            ["--listen", "{ip}:{port}", "--color", "{version}"]
-                .iter()
-                .map(|s| (*s).to_owned()),
-        );
+        let mut command = demo_app_command(app);
         command.extend(self.app_flags());
         // Faster than Kubernetes' 10 s default so that rollouts take seconds, and strict
         // (one failure flips it) as the articles configure it.

@@ -16,7 +16,7 @@ use rollguard_lab::deployment::Strategy;
 use rollguard_lab::manifest::{ManifestDeployment, ManifestStrategy, parse_deployment};
 use rollguard_lab::pod::Termination;
 use rollguard_lab::run::{LabConfig, ScenarioReport, Setup, run_scenario};
-use rollguard_lab::scenario::{SCENARIOS, Scenario};
+use rollguard_lab::scenario::{SCENARIOS, Scenario, demo_app_command};
 use serde::Serialize;
 
 /// Flags of `rollguard lab`.
@@ -231,12 +231,7 @@ fn setups(
     if args.app.is_some() || manifest.is_some() {
         let command = match &args.app {
             Some(app) => vec!["sh".to_owned(), "-c".to_owned(), app.clone()],
-            None => {
-                let mut command = demo_app.to_vec();
-                command
-                    .extend(["--listen", "{ip}:{port}", "--color", "{version}"].map(String::from));
-                command
-            }
+            None => demo_app_command(&demo_app),
         };
         // Without a manifest, Kubernetes' defaults: no probes, no preStop, 30 s of grace.
         let setup = match manifest {

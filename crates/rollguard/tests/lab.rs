@@ -40,6 +40,17 @@ fn processes_with(marker: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Asserts that no process with `marker` in its command line is left (within a deadline:
+/// the last ones may still be exiting).
+fn assert_none_left(marker: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || processes_with(marker)
+            .is_empty()),
+        "left behind: {:?}",
+        processes_with(marker)
+    );
+}
+
 /// Runs `rollguard lab ARGS --json FILE`, which must succeed; returns its stdout and
 /// stderr, and the report of the scenario called `name`.
 fn lab_ok(args: &[&str], name: &str) -> (String, String, Value) {
@@ -184,12 +195,7 @@ fn nothing_outlives_a_run_not_even_the_apps_children() {
         .output()
         .expect("run lab");
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(
-        wait_until(Duration::from_secs(10), || processes_with(&marker)
-            .is_empty()),
-        "left behind: {:?}",
-        processes_with(&marker)
-    );
+    assert_none_left(&marker);
 }
 
 #[test]
@@ -206,12 +212,7 @@ fn a_failing_app_stops_the_lab_with_a_clear_error_and_nothing_left() {
         stderr.contains("exit code 3") && stderr.contains("pod app-red-"),
         "{stderr}"
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || processes_with(&marker)
-            .is_empty()),
-        "left behind: {:?}",
-        processes_with(&marker)
-    );
+    assert_none_left(&marker);
 }
 
 #[test]
