@@ -66,6 +66,14 @@ pub struct LabConfig {
     pub interval: Duration,
 }
 
+impl LabConfig {
+    /// The longest an endpoint change takes to reach the Service: the delay plus its
+    /// jitter.
+    pub fn longest_propagation(&self) -> Duration {
+        self.propagation_delay.mul_f64(1.0 + self.jitter)
+    }
+}
+
 /// What a run found. Part of `rollguard lab --json`; see docs/lab.md.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
@@ -225,7 +233,7 @@ const VERSIONS: [&str; 2] = ["red", "blue"];
 
 /// Long enough for any endpoint change to reach the Service.
 fn settle_time(config: &LabConfig) -> Duration {
-    config.propagation_delay.mul_f64(1.0 + config.jitter) + Duration::from_millis(300)
+    config.longest_propagation() + Duration::from_millis(300)
 }
 
 /// Workers of the load to `/`: plenty for sub-millisecond answers at the lab's rates.

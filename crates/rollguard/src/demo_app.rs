@@ -74,15 +74,9 @@ enum SigtermFlag {
 
 /// Runs the demo app until SIGTERM (as `--sigterm` says) or SIGINT stops it.
 pub fn run(args: DemoAppArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(failure) => return failure.report(),
     };
     let status = runtime.block_on(demo_app(args));
     info!(status, "exit");

@@ -19,6 +19,8 @@ use rollguard_lab::run::{LabConfig, ScenarioReport, Setup, run_scenario};
 use rollguard_lab::scenario::{SCENARIOS, Scenario, demo_app_command};
 use serde::Serialize;
 
+use crate::Failure;
+
 /// Flags of `rollguard lab`.
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -80,23 +82,9 @@ pub struct LabArgs {
 /// Runs `rollguard lab` and returns its exit code.
 pub fn run(args: LabArgs) -> ExitCode {
     match lab(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Input(err)) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Run(err)) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Interrupted) => ExitCode::from(130),
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
     }
-}
-
-enum Failure {
-    Input(anyhow::Error),
-    Run(anyhow::Error),
-    Interrupted,
 }
 
 #[derive(Serialize)]
@@ -104,7 +92,8 @@ struct Output<'a> {
     scenarios: &'a [ScenarioReport],
 }
 
-fn lab(args: LabArgs) -> Result<(), Failure> {
+/// Runs the lab; `Ok` carries the exit code (0, or 130 when interrupted).
+fn lab(args: LabArgs) -> Result<u8, Failure> {
     let manifest = match &args.manifest {
         Some(path) => Some(read_manifest(path).map_err(Failure::Input)?),
         None => None,
@@ -163,11 +152,7 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
         )));
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .map_err(Failure::Run)?;
+    let runtime = crate::runtime()?;
     let started = Instant::now();
     let progress = progress_bar();
     let serving = args.serve.is_some();
@@ -189,19 +174,21 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
             };
             let report = tokio::select! {
                 report = run_scenario(&config, setup, &say) => report,
-                () = crate::measure::interrupted() => return Err(Failure::Interrupted),
+                () = crate::measure::interrupted() => return Ok(None),
             };
             let report = report
                 .with_context(|| format!("scenario {}", setup.name))
                 .map_err(Failure::Run)?;
             reports.push(report);
         }
-        Ok(reports)
+        Ok(Some(reports))
     });
     progress.finish_and_clear();
     // Pods and their probes are gone with the scenario; nothing may outlive the command.
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let reports = reports?;
+    let Some(reports) = reports? else {
+        return Ok(130);
+    };
     print!("{}", render(&reports, &config, started.elapsed()));
     if let Some(path) = &args.json {
         let file = std::fs::File::create(path)
@@ -216,7 +203,7 @@ fn lab(args: LabArgs) -> Result<(), Failure> {
         .with_context(|| format!("cannot write --json {}", path.display()))
         .map_err(Failure::Run)?;
     }
-    Ok(())
+    Ok(0)
 }
 
 /// What runs in the pods: the user's app and manifest, or the demo app in each chosen
@@ -254,7 +241,7 @@ fn setups(
         };
         return Ok(vec![setup]);
     }
-    let propagation = config.propagation_delay.mul_f64(1.0 + config.jitter);
+    let propagation = config.longest_propagation();
     let scenarios: Vec<&Scenario> = if args.scenarios.is_empty() {
         SCENARIOS.iter().collect()
     } else {

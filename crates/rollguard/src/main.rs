@@ -38,6 +38,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Why a subcommand could not do its job; the exit code says which kind.
+pub(crate) enum Failure {
+    /// Bad input (a flag, a file): exit 2.
+    Input(anyhow::Error),
+    /// Something broke while running: exit 1.
+    Run(anyhow::Error),
+}
+
+impl Failure {
+    /// Prints the one-line message and returns the exit code.
+    pub(crate) fn report(self) -> ExitCode {
+        let (err, code) = match self {
+            Self::Input(err) => (err, 2),
+            Self::Run(err) => (err, 1),
+        };
+        eprintln!("error: {err:#}");
+        ExitCode::from(code)
+    }
+}
+
+/// The multi-threaded runtime a subcommand runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Failure::Run(anyhow::anyhow!("cannot start the async runtime: {err}")))
+}
+
 /// Logs go to stderr, human-readable; `RUST_LOG` overrides the default level.
 fn init_tracing() {
     use std::io::IsTerminal;

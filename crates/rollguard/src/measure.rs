@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use self::command::{CommandOutcome, RunningCommand};
 use self::progress::Progress;
+use crate::Failure;
 
 /// Flags of `rollguard measure`.
 #[derive(Debug, Args)]
@@ -117,37 +118,17 @@ succeeded), 1 otherwise, 2 on bad input, 130 when interrupted.";
 
 /// Runs `rollguard measure` to completion and returns its exit code.
 pub fn run(args: MeasureArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(1);
-        }
+    let runtime = match crate::runtime() {
+        Ok(runtime) => runtime,
+        Err(failure) => return failure.report(),
     };
     let code = match runtime.block_on(measure(args)) {
-        Ok(code) => code,
-        Err(Failure::Input(err)) => {
-            eprintln!("error: {err:#}");
-            2
-        }
-        Err(Failure::Runtime(err)) => {
-            eprintln!("error: {err:#}");
-            1
-        }
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
     };
     // Workers still finishing a request after an interrupt must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(200));
-    ExitCode::from(code)
-}
-
-enum Failure {
-    /// Bad input from the user: exit 2.
-    Input(anyhow::Error),
-    /// Something broke while running: exit 1.
-    Runtime(anyhow::Error),
+    code
 }
 
 /// How the run ended.
@@ -169,7 +150,7 @@ async fn measure(args: MeasureArgs) -> Result<u8, Failure> {
         Some(url) => url.clone(),
         // clap guarantees a URL unless --demo is given.
         None => {
-            let app = demo::Demo::start().await.map_err(Failure::Runtime)?;
+            let app = demo::Demo::start().await.map_err(Failure::Run)?;
             let url = app.url().clone();
             demo = Some(app);
             url
@@ -201,7 +182,7 @@ async fn measure(args: MeasureArgs) -> Result<u8, Failure> {
         (_, d) => d,
     };
     let progress = Progress::new(duration);
-    let run = rollguard_load::start(spec).map_err(|e| Failure::Runtime(e.into()))?;
+    let run = rollguard_load::start(spec).map_err(|e| Failure::Run(e.into()))?;
 
     let mut command = if args.command.is_empty() {
         None
@@ -275,7 +256,7 @@ async fn measure(args: MeasureArgs) -> Result<u8, Failure> {
         max_failures: args.max_failures,
         passed,
     };
-    emit(&args, &output).map_err(Failure::Runtime)?;
+    emit(&args, &output).map_err(Failure::Run)?;
     Ok(match ending {
         Ending::Interrupted => 130,
         _ if passed => 0,
