@@ -1,6 +1,7 @@
 //! The command run during a measurement (typically a rollout), in its own process group so
 //! that it and everything it starts can be stopped together and none is left behind.
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,8 +110,10 @@ impl RunningCommand {
         }
         match self.child.wait().await {
             Ok(status) => {
-                self.progress
-                    .line(format!("command exited: {}", describe(status)));
+                self.progress.line(format!(
+                    "command exited: {}",
+                    describe_exit(status.code(), status.signal())
+                ));
                 self.status = Some((status, Instant::now()));
             }
             Err(err) => {
@@ -142,7 +145,7 @@ impl RunningCommand {
         CommandOutcome {
             argv: self.argv,
             exit_code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+            signal: status.and_then(|s| s.signal()),
             started_ms: millis(self.started),
             ended_ms: millis(ended),
             stopped,
@@ -156,14 +159,12 @@ fn is_shell_line(line: &str) -> bool {
         .any(|c| c.is_whitespace() || ";&|<>$`'\"()*?~{}[]#=!".contains(c))
 }
 
-fn describe(status: ExitStatus) -> String {
-    match (
-        status.code(),
-        std::os::unix::process::ExitStatusExt::signal(&status),
-    ) {
+/// How a process ended, for people: `exit code 3`, `killed by signal 15`.
+pub fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
-        (None, None) => "unknown status".into(),
+        (None, None) => "no exit status".into(),
     }
 }
 

@@ -32,11 +32,7 @@ pub fn report(out: &Output<'_>) -> String {
     };
     let _ = writeln!(s, "  ran       {}{ending}", ms(r.elapsed_ms));
     if let Some(cmd) = out.command {
-        let how = match (cmd.exit_code, cmd.signal) {
-            (Some(code), _) => format!("exit code {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            (None, None) => "no exit status".into(),
-        };
+        let how = super::command::describe_exit(cmd.exit_code, cmd.signal);
         let stopped = if cmd.stopped {
             ", stopped by rollguard"
         } else {
