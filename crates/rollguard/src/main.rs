@@ -5,6 +5,7 @@
 mod demo_app;
 mod lab;
 mod measure;
+mod shim;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,11 @@ enum Command {
     Measure(Box<measure::MeasureArgs>),
     /// Run the demo HTTP app: two colors and a switch for every bad shutdown behavior.
     DemoApp(demo_app::DemoAppArgs),
+    /// Run an app under a supervisor and drain proxy that shuts it down without dropping
+    /// a request (as the container's entrypoint, PID 1 included).
+    Shim(Box<shim::ShimArgs>),
+    /// Sleep for a duration: a preStop hook for images without a shell.
+    Sleep(shim::SleepArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(*args),
         Command::Measure(args) => measure::run(*args),
         Command::DemoApp(args) => demo_app::run(args),
+        Command::Shim(args) => shim::run(*args),
+        Command::Sleep(args) => shim::sleep(args),
     }
 }
 
