@@ -83,14 +83,16 @@ impl Cause {
                 "add a readinessProbe that passes only once the app can serve requests"
             }
             Self::EndpointLag => {
-                "keep serving after SIGTERM: a preStop sleep longer than endpoint propagation"
+                "keep serving after SIGTERM: a preStop sleep longer than endpoint propagation, or `rollguard shim --drain-delay`"
             }
-            Self::InFlightKilled => "drain in-flight requests before exiting on SIGTERM",
+            Self::InFlightKilled => {
+                "drain in-flight requests before exiting on SIGTERM, or run the app under `rollguard shim`"
+            }
             Self::KeepaliveRace => {
-                "send Connection: close (HTTP/1.1) or GOAWAY (HTTP/2) while draining, or put a retrying proxy tier in front"
+                "send Connection: close (HTTP/1.1) or GOAWAY (HTTP/2) while draining (`rollguard shim` does), or put a retrying proxy tier in front"
             }
             Self::Sigkill => {
-                "exit within terminationGracePeriodSeconds: forward SIGTERM to the app (no shell as PID 1) and keep preStop plus drain under the grace period"
+                "exit within terminationGracePeriodSeconds: forward SIGTERM to the app (no shell as PID 1; `rollguard shim` can be PID 1) and keep preStop plus drain under the grace period"
             }
             Self::NoEndpoints => {
                 "raise replicas or maxSurge, lower maxUnavailable so some replica stays ready"

@@ -25,10 +25,14 @@ pub struct Scenario {
     /// The app answers `Connection: close` from SIGTERM on, before closing idle
     /// connections (F4).
     pub keepalive_close: bool,
+    /// The naive app runs under `rollguard shim`, which fixes F1-F4 from outside it: its
+    /// `/ready` is the readiness probe, its drain delay covers endpoint propagation, and
+    /// it drains clients before stopping the app.
+    pub shim: bool,
 }
 
 /// Every scenario, in the order they build on each other.
-pub const SCENARIOS: [Scenario; 5] = [
+pub const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "naive",
         summary: "no readiness probe, no preStop, the app dies on SIGTERM",
@@ -36,6 +40,7 @@ pub const SCENARIOS: [Scenario; 5] = [
         pre_stop_sleep: false,
         app_drains: false,
         keepalive_close: false,
+        shim: false,
     },
     Scenario {
         name: "readiness",
@@ -44,6 +49,7 @@ pub const SCENARIOS: [Scenario; 5] = [
         pre_stop_sleep: false,
         app_drains: false,
         keepalive_close: false,
+        shim: false,
     },
     Scenario {
         name: "prestop",
@@ -52,6 +58,7 @@ pub const SCENARIOS: [Scenario; 5] = [
         pre_stop_sleep: true,
         app_drains: false,
         keepalive_close: false,
+        shim: false,
     },
     Scenario {
         name: "drain",
@@ -60,6 +67,7 @@ pub const SCENARIOS: [Scenario; 5] = [
         pre_stop_sleep: true,
         app_drains: true,
         keepalive_close: false,
+        shim: false,
     },
     Scenario {
         name: "complete",
@@ -68,8 +76,24 @@ pub const SCENARIOS: [Scenario; 5] = [
         pre_stop_sleep: true,
         app_drains: true,
         keepalive_close: true,
+        shim: false,
+    },
+    Scenario {
+        name: "shim",
+        summary: "the naive app under `rollguard shim`, with a readinessProbe on its /ready",
+        readiness_probe: true,
+        pre_stop_sleep: false,
+        app_drains: false,
+        keepalive_close: false,
+        shim: true,
     },
 ];
+
+/// Where the app listens inside a `shim` pod (the shim owns the pod's port).
+pub const SHIM_APP_PORT: u16 = 28081;
+
+/// Where the shim serves `/ready` and `/live` inside a `shim` pod.
+pub const SHIM_HEALTH_PORT: u16 = 28082;
 
 /// How long the demo app takes to start listening: longer than endpoint propagation, so
 /// that traffic sent to a pod before it is ready (F1) shows.
@@ -98,16 +122,26 @@ impl Scenario {
     /// subcommand, e.g. `[rollguard, demo-app]`) with the scenario's flags and manifest,
     /// for endpoints that propagate within `propagation` (jitter included).
     pub fn setup(&self, app: &[String], propagation: Duration) -> Setup {
-        let mut command = demo_app_command(app);
-        command.extend(self.app_flags());
+        let command = if self.shim {
+            self.shim_command(app, propagation)
+        } else {
+            let mut command = demo_app_command(app);
+            command.extend(self.app_flags());
+            command
+        };
+        let (path, port) = if self.shim {
+            ("/ready", PortRef::Number(SHIM_HEALTH_PORT))
+        } else {
+            ("/health", PortRef::Name("http".to_owned()))
+        };
         // Faster than Kubernetes' 10 s default so that rollouts take seconds, and strict
         // (one failure flips it) as the articles configure it.
         let readiness = self.readiness_probe.then(|| ProbeSpec {
             period: Duration::from_millis(200),
             failure_threshold: 1,
             ..ProbeSpec::new(ProbeAction::HttpGet {
-                path: "/health".to_owned(),
-                port: PortRef::Name("http".to_owned()),
+                path: path.to_owned(),
+                port,
                 scheme: Default::default(),
                 headers: Vec::new(),
             })
@@ -147,12 +181,55 @@ impl Scenario {
         flags
     }
 
-    /// The preStop sleep for endpoints that propagate within `propagation` (jitter
-    /// included): the propagation time with a margin of half of it plus 500 ms.
-    fn pre_stop(&self, propagation: Duration) -> Option<Duration> {
-        self.pre_stop_sleep
-            .then(|| propagation + propagation / 2 + Duration::from_millis(500))
+    /// `rollguard shim` (the executable of `app`, e.g. `[rollguard, demo-app]`) on the
+    /// pod's port, wrapping the naive demo app on [`SHIM_APP_PORT`], with a drain delay
+    /// that covers endpoint propagation.
+    fn shim_command(&self, app: &[String], propagation: Duration) -> Vec<String> {
+        let exe = app
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "rollguard".to_owned());
+        let mut command: Vec<String> = [
+            exe.as_str(),
+            "shim",
+            "--listen",
+            "{ip}:{port}",
+            "--upstream",
+            &format!("{{ip}}:{SHIM_APP_PORT}"),
+            "--health-listen",
+            &format!("{{ip}}:{SHIM_HEALTH_PORT}"),
+            "--drain-delay",
+            &format!("{}ms", propagation_margin(propagation).as_millis()),
+            "--",
+        ]
+        .map(String::from)
+        .to_vec();
+        command.extend(app.iter().cloned());
+        command.extend(
+            [
+                "--listen",
+                &format!("{{ip}}:{SHIM_APP_PORT}"),
+                "--color",
+                "{version}",
+            ]
+            .map(String::from),
+        );
+        command.extend(self.app_flags());
+        command
     }
+
+    /// The preStop sleep for endpoints that propagate within `propagation` (jitter
+    /// included).
+    fn pre_stop(&self, propagation: Duration) -> Option<Duration> {
+        self.pre_stop_sleep.then(|| propagation_margin(propagation))
+    }
+}
+
+/// How long to keep serving after SIGTERM for endpoints that propagate within
+/// `propagation` (jitter included): the propagation time with a margin of half of it plus
+/// 500 ms.
+fn propagation_margin(propagation: Duration) -> Duration {
+    propagation + propagation / 2 + Duration::from_millis(500)
 }
 
 #[cfg(test)]
@@ -172,9 +249,38 @@ mod tests {
             .filter(|f| **f)
             .count()
         };
-        for (i, s) in SCENARIOS.iter().enumerate() {
+        let (cumulative, shim): (Vec<&Scenario>, Vec<&Scenario>) =
+            SCENARIOS.iter().partition(|s| !s.shim);
+        for (i, s) in cumulative.iter().enumerate() {
             assert_eq!(fixes(s), i, "{}", s.name);
         }
+        // The shim wraps the naive app: only the readiness probe (on the shim) is added.
+        assert_eq!(shim.len(), 1);
+        assert_eq!(fixes(shim[0]), 1);
+    }
+
+    #[test]
+    fn shim_wraps_the_naive_app() {
+        let shim = Scenario::find("shim").expect("shim");
+        let app = ["/bin/rollguard".to_owned(), "demo-app".to_owned()];
+        let setup = shim.setup(&app, Duration::from_secs(1));
+        let command = setup.command.join(" ");
+        assert!(
+            command.starts_with("/bin/rollguard shim --listen {ip}:{port} --upstream {ip}:28081"),
+            "{command}"
+        );
+        assert!(command.contains("--drain-delay 2000ms --"), "{command}");
+        assert!(
+            command.contains("-- /bin/rollguard demo-app --listen {ip}:28081 --color {version}"),
+            "{command}"
+        );
+        assert!(command.contains("--sigterm exit"), "{command}");
+        assert!(setup.termination.pre_stop.is_none());
+        let readiness = setup.probes.readiness.expect("a readiness probe");
+        assert!(matches!(
+            readiness.action,
+            ProbeAction::HttpGet { ref path, port: PortRef::Number(SHIM_HEALTH_PORT), .. } if path == "/ready"
+        ));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::Failure;
 /// Flags of `rollguard lab`.
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Scenario to run (repeatable): naive, readiness, prestop, drain, complete
+    /// Scenario to run (repeatable): naive, readiness, prestop, drain, complete, shim
     /// [default: all, in that order]
     #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario)]
     scenarios: Vec<&'static Scenario>,

@@ -113,6 +113,17 @@ fn complete_drops_nothing_over_three_rollouts() {
 }
 
 #[test]
+fn the_naive_app_under_the_shim_drops_nothing_over_three_rollouts() {
+    let args = ["--scenario", "shim", "--rollouts", "3", "--rate", "200"];
+    let (_, _, shim) = lab_ok(&args, "shim");
+    assert_eq!(count(&shim["failed"]), 0, "{shim}");
+    assert!(count(&shim["requests"]) > 1000, "{shim}");
+    assert_eq!(shim["rollouts"], 3);
+    // The shims and the apps they wrapped are all gone.
+    assert_none_left(":28082 --drain-delay");
+}
+
+#[test]
 fn interrupting_the_lab_leaves_no_pod_behind() {
     let child = rollguard()
         .args(["lab", "--scenario", "naive", "--rollouts", "50"])
