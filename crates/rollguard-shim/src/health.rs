@@ -1,8 +1,11 @@
-//! The shim's health endpoints for the kubelet: `/ready` and `/live`.
+//! The shim's endpoints for the kubelet: `/ready`, `/live` and `/prestop`.
 //!
 //! `/ready` answers 200 only while the shim is not draining and the app passes its own
 //! check (a TCP connect or an HTTP GET), so the readiness probe turns unready the moment
 //! SIGTERM arrives, without waiting for the app. `/live` answers 200 while the shim runs.
+//! `/prestop` is for an httpGet preStop hook: it starts the drain as SIGTERM would, but
+//! does not stop the app, and answers once every client connection has closed, so the
+//! kubelet sends SIGTERM to the app only then.
 
 use std::convert::Infallible;
 use std::io;
@@ -21,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 /// How long one check of the app may take.
@@ -101,16 +105,27 @@ pub struct Health {
 struct State {
     check: Option<ReadyCheck>,
     client: Client<HttpConnector, Empty<Bytes>>,
-    draining: Arc<AtomicBool>,
+    drain: DrainLink,
+}
+
+/// How the health endpoints and the supervisor see each other's drain.
+#[derive(Debug, Clone)]
+pub struct DrainLink {
+    /// Set from the moment the shim turns unready.
+    pub draining: Arc<AtomicBool>,
+    /// `/prestop` asks the supervisor to start the drain.
+    pub prestop: mpsc::UnboundedSender<()>,
+    /// Turns true once the drain is over (or the app is being stopped).
+    pub drained: watch::Receiver<bool>,
 }
 
 impl Health {
-    /// Binds `addr`. `/ready` fails while `draining` is set or `check` fails (no check:
-    /// ready whenever not draining).
+    /// Binds `addr`. `/ready` fails while draining or while `check` fails (no check: ready
+    /// whenever not draining).
     pub fn bind(
         addr: SocketAddr,
         check: Option<ReadyCheck>,
-        draining: Arc<AtomicBool>,
+        drain: DrainLink,
     ) -> io::Result<Health> {
         let listener = crate::listen(addr, 128)?;
         let client = Client::builder(TokioExecutor::new())
@@ -122,7 +137,7 @@ impl Health {
             state: Arc::new(State {
                 check,
                 client,
-                draining,
+                drain,
             }),
         })
     }
@@ -166,8 +181,15 @@ impl State {
         }
         match req.uri().path() {
             "/live" => text(StatusCode::OK, "alive\n".to_owned()),
+            "/prestop" => {
+                // An error means the supervisor is gone: the shim is exiting anyway.
+                let _ = self.drain.prestop.send(());
+                let mut drained = self.drain.drained.clone();
+                let _ = drained.wait_for(|d| *d).await;
+                text(StatusCode::OK, "drained\n".to_owned())
+            }
             "/ready" => {
-                if self.draining.load(Ordering::Relaxed) {
+                if self.drain.draining.load(Ordering::Relaxed) {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
                 }
                 let Some(check) = &self.check else {
@@ -181,7 +203,10 @@ impl State {
                     ),
                 }
             }
-            _ => text(StatusCode::NOT_FOUND, "try /ready or /live\n".to_owned()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "try /ready, /live or /prestop\n".to_owned(),
+            ),
         }
     }
 }

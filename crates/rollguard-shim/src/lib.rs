@@ -15,6 +15,11 @@
 //!
 //! A second SIGTERM, or SIGINT, skips to the stop. Without the proxy (`--no-proxy`) the
 //! drain phase is skipped: the shim is then a PID 1 with a built-in preStop delay.
+//!
+//! Without a command the shim is a sidecar proxy: it drains on SIGTERM and exits. An
+//! httpGet preStop hook on `/prestop` (health endpoints) runs phases 1 to 3 without
+//! stopping the app and answers once drained, so that a sidecar drains before the kubelet
+//! sends SIGTERM to the app's container.
 
 mod child;
 mod health;
@@ -30,10 +35,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use rollguard_core::duration::format_duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::SignalKind;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -44,7 +50,7 @@ pub use signal::{BadRewrite, BadSignal, Rewrite, Rewrites, SignalArg};
 pub use timing::{BadDrainDelay, Budget, DrainDelay};
 
 use child::App;
-use health::Health;
+use health::{DrainLink, Health};
 use proxy::{Proxy, ProxyHandle};
 
 /// How often the shim looks whether the app's process group is empty once the app itself
@@ -129,12 +135,15 @@ impl Error {
 }
 
 /// Runs the app under the shim until it has exited and its process group is gone; returns
-/// how it ended. Must run on the thread that lives as long as the shim (e.g. the future
-/// given to `Runtime::block_on`), which starts the app.
+/// how it ended. Without a command (sidecar mode) it runs the proxy until the drain is over
+/// and returns `Exited(0)`. Must run on the thread that lives as long as the shim (e.g. the
+/// future given to `Runtime::block_on`), which starts the app.
 pub async fn run(config: Config) -> Result<Status, Error> {
     let signals = Signals::install()?;
     let pid1 = child::become_reaper();
     let draining = Arc::new(AtomicBool::new(false));
+    let (prestop_tx, prestop) = mpsc::unbounded_channel();
+    let (drained, drained_rx) = watch::channel(false);
     let proxy = match &config.proxy {
         Some(proxy_config) => {
             let (proxy, handle) = Proxy::bind(proxy_config).map_err(|source| Error::Listen {
@@ -147,28 +156,41 @@ pub async fn run(config: Config) -> Result<Status, Error> {
         None => None,
     };
     let health = match config.health {
-        Some(addr) => Some(
-            Health::bind(addr, config.ready_check.clone(), Arc::clone(&draining)).map_err(
-                |source| Error::Listen {
-                    what: "health checks",
-                    addr,
-                    source,
-                },
-            )?,
-        ),
+        Some(addr) => {
+            let link = DrainLink {
+                draining: Arc::clone(&draining),
+                prestop: prestop_tx,
+                drained: drained_rx,
+            };
+            let health =
+                Health::bind(addr, config.ready_check.clone(), link).map_err(|source| {
+                    Error::Listen {
+                        what: "health checks",
+                        addr,
+                        source,
+                    }
+                })?;
+            Some(health)
+        }
         None => None,
     };
     if let Some(overrun) = config.budget().overrun() {
         warn!("{overrun}");
     }
-    let app = App::spawn(&config.command)?;
-    info!(
-        pid = app.pid().as_raw(),
-        pid1,
-        signal_target = %config.target,
-        "started {}",
-        describe_command(&config.command)
-    );
+    let app = if config.command.is_empty() {
+        info!("no command: running as a sidecar proxy");
+        None
+    } else {
+        let app = App::spawn(&config.command)?;
+        info!(
+            pid = app.pid().as_raw(),
+            pid1,
+            signal_target = %config.target,
+            "started {}",
+            describe_command(&config.command)
+        );
+        Some(app)
+    };
     let proxy = proxy.map(|(proxy, handle)| {
         if let (Ok(addr), Some(proxy_config)) = (proxy.local_addr(), &config.proxy) {
             info!(
@@ -181,7 +203,7 @@ pub async fn run(config: Config) -> Result<Status, Error> {
     });
     if let Some(health) = health {
         if let Ok(addr) = health.local_addr() {
-            info!("health checks on http://{addr}/ready and /live");
+            info!("health endpoints on http://{addr}: /ready, /live, /prestop");
         }
         tokio::spawn(health.serve());
     }
@@ -190,7 +212,10 @@ pub async fn run(config: Config) -> Result<Status, Error> {
         app,
         proxy,
         draining,
+        drained,
+        prestop,
         phase: Phase::Serving,
+        stop_after_drain: false,
         deadline: None,
         signals,
     };
@@ -208,6 +233,8 @@ enum Phase {
     Propagation { since: Instant },
     /// Closing client connections; waiting for in-flight requests.
     Drain,
+    /// Drained at a preStop hook's request; the app runs until SIGTERM.
+    Drained,
     /// The stop signal was sent; SIGKILL at the deadline.
     Stop,
     /// SIGKILL was sent; waiting for the app to be gone.
@@ -217,78 +244,124 @@ enum Phase {
 /// The loop that owns the app: signals, reaping, and the drain sequence.
 struct Supervisor {
     config: Config,
-    app: App,
+    /// `None` in sidecar mode.
+    app: Option<App>,
     proxy: Option<ProxyHandle>,
     draining: Arc<AtomicBool>,
+    /// Tells `/prestop` that the drain is over.
+    drained: watch::Sender<bool>,
+    /// Requests from `/prestop`.
+    prestop: mpsc::UnboundedReceiver<()>,
     phase: Phase,
+    /// Whether SIGTERM has come, so the app is stopped once drained (a preStop hook
+    /// alone drains without stopping).
+    stop_after_drain: bool,
     /// When the current phase times out (its meaning depends on the phase).
     deadline: Option<Instant>,
     signals: Signals,
 }
 
 impl Supervisor {
-    /// Runs until the app exits; returns its status.
+    /// Runs until the app exits (in sidecar mode: until the stop phase); returns its status.
     async fn supervise(&mut self) -> Status {
-        // The app may have ended before the SIGCHLD handler saw it start.
-        if let Some(status) = child::reap(self.app.pid()) {
-            return self.exited(status);
-        }
         loop {
+            // The app may have ended before the SIGCHLD handler saw it start.
+            if let Some(status) = self.reap() {
+                info!(phase = self.phase.name(), "the app {status}");
+                return status;
+            }
+            if self.app.is_none() && self.phase == Phase::Stop {
+                info!("drained; exiting");
+                return Status::Exited(0);
+            }
             let in_drain = self.phase == Phase::Drain;
             tokio::select! {
                 Some(signal) = self.signals.rx.recv() => {
-                    if signal == Signal::SIGCHLD {
-                        if let Some(status) = child::reap(self.app.pid()) {
-                            return self.exited(status);
-                        }
-                    } else {
+                    if signal != Signal::SIGCHLD {
                         self.on_signal(signal);
                     }
                 }
                 () = sleep_until(self.deadline) => self.on_deadline(),
                 () = drained(self.proxy.as_ref()), if in_drain => {
-                    self.stop("every client connection has closed");
+                    self.drain_over("every client connection has closed");
                 }
+                Some(()) = self.prestop.recv() => self.on_prestop(),
             }
         }
     }
 
-    fn exited(&self, status: Status) -> Status {
-        info!(phase = self.phase.name(), "the app {status}");
-        status
+    /// Collects ended children; the app's status if it was among them.
+    fn reap(&self) -> Option<Status> {
+        // In sidecar mode there is no app, but there may be orphans to collect.
+        let app = self.app.map_or(Pid::from_raw(-1), |app| app.pid());
+        child::reap(app)
     }
 
     fn on_signal(&mut self, signal: Signal) {
         let name = signal::name(signal);
         match (signal, self.phase) {
-            (Signal::SIGTERM, Phase::Serving) => self.unready(),
-            (Signal::SIGTERM | Signal::SIGINT, Phase::Propagation { .. } | Phase::Drain)
-            | (Signal::SIGINT, Phase::Serving) => {
+            (Signal::SIGTERM, Phase::Serving) => {
+                info!(
+                    phase = "unready",
+                    "SIGTERM received: /ready answers 503 from now on"
+                );
+                self.unready(true);
+            }
+            (Signal::SIGTERM, Phase::Propagation { .. } | Phase::Drain)
+                if !self.stop_after_drain =>
+            {
+                info!(
+                    phase = self.phase.name(),
+                    "SIGTERM received: the app stops once drained"
+                );
+                self.stop_after_drain = true;
+            }
+            (Signal::SIGTERM, Phase::Drained) => self.stop("SIGTERM received after the drain"),
+            (
+                Signal::SIGTERM | Signal::SIGINT,
+                Phase::Serving | Phase::Propagation { .. } | Phase::Drain | Phase::Drained,
+            ) => {
                 info!(
                     phase = self.phase.name(),
                     "SIG{name} received: skipping to the stop"
                 );
                 self.stop(&format!("SIG{name} received"));
             }
-            _ => {
-                let sent = self.config.rewrites.apply(signal);
-                info!(
-                    "SIG{name} received: forwarding SIG{} to the app's {}",
-                    signal::name(sent),
-                    self.config.target
-                );
-                self.app.signal(sent, self.config.target);
-            }
+            _ => match self.app {
+                Some(app) => {
+                    let sent = self.config.rewrites.apply(signal);
+                    info!(
+                        "SIG{name} received: forwarding SIG{} to the app's {}",
+                        signal::name(sent),
+                        self.config.target
+                    );
+                    app.signal(sent, self.config.target);
+                }
+                None => info!("SIG{name} received: no app to forward it to"),
+            },
         }
     }
 
-    /// Phase 1: SIGTERM. `/ready` fails from now on; then phase 2.
-    fn unready(&mut self) {
+    /// A preStop hook asks for the drain, without stopping the app afterwards.
+    fn on_prestop(&mut self) {
+        if self.phase == Phase::Serving {
+            info!(
+                phase = "unready",
+                "preStop hook called: /ready answers 503 from now on"
+            );
+            self.unready(false);
+        } else {
+            info!(
+                phase = self.phase.name(),
+                "preStop hook called: already shutting down"
+            );
+        }
+    }
+
+    /// Phase 1: `/ready` fails from now on; then phase 2.
+    fn unready(&mut self, stop_after_drain: bool) {
         self.draining.store(true, Ordering::Relaxed);
-        info!(
-            phase = "unready",
-            "SIGTERM received: /ready answers 503 from now on"
-        );
+        self.stop_after_drain = stop_after_drain;
         let since = Instant::now();
         self.phase = Phase::Propagation { since };
         info!(
@@ -301,7 +374,7 @@ impl Supervisor {
 
     fn on_deadline(&mut self) {
         match self.phase {
-            Phase::Serving | Phase::Killed => self.deadline = None,
+            Phase::Serving | Phase::Drained | Phase::Killed => self.deadline = None,
             Phase::Propagation { since } => {
                 let since_accept = self.proxy.as_ref().and_then(ProxyHandle::since_last_accept);
                 match self.config.drain_delay.remaining(
@@ -324,7 +397,7 @@ impl Supervisor {
                     "drain timeout ({}) reached with connections still open",
                     format_duration(self.config.drain_timeout)
                 );
-                self.stop("the drain timeout passed");
+                self.drain_over("the drain timeout passed");
             }
             Phase::Stop => {
                 warn!(
@@ -332,7 +405,9 @@ impl Supervisor {
                     "the app is still running {} after the stop signal: sending SIGKILL to its process group",
                     format_duration(self.config.stop_timeout)
                 );
-                self.app.signal(Signal::SIGKILL, Target::Group);
+                if let Some(app) = self.app {
+                    app.signal(Signal::SIGKILL, Target::Group);
+                }
                 self.phase = Phase::Killed;
                 self.deadline = None;
             }
@@ -342,7 +417,7 @@ impl Supervisor {
     /// Phase 3: close client connections, wait for in-flight requests (with the proxy).
     fn drain(&mut self, delayed: Duration) {
         let Some(proxy) = &self.proxy else {
-            self.stop(&format!(
+            self.drain_over(&format!(
                 "the drain delay passed ({})",
                 format_duration(delayed)
             ));
@@ -361,12 +436,30 @@ impl Supervisor {
         self.deadline = Some(Instant::now() + self.config.drain_timeout);
     }
 
+    /// The drain is over: stop the app if SIGTERM has come, else wait for it.
+    fn drain_over(&mut self, why: &str) {
+        self.drained.send_replace(true);
+        if self.stop_after_drain {
+            self.stop(why);
+        } else {
+            info!(phase = "drained", "{why}; waiting for SIGTERM");
+            self.phase = Phase::Drained;
+            self.deadline = None;
+        }
+    }
+
     /// Phase 4: the stop signal, then SIGKILL at the stop timeout.
     fn stop(&mut self, why: &str) {
         self.draining.store(true, Ordering::Relaxed);
+        self.drained.send_replace(true);
         if let Some(proxy) = &self.proxy {
             proxy.start_drain();
         }
+        self.phase = Phase::Stop;
+        let Some(app) = self.app else {
+            info!(phase = "stop", "{why}");
+            return;
+        };
         let sent = self.config.rewrites.apply(self.config.stop_signal);
         info!(
             phase = "stop",
@@ -375,29 +468,31 @@ impl Supervisor {
             signal::name(sent),
             self.config.target
         );
-        self.app.signal(sent, self.config.target);
-        self.phase = Phase::Stop;
+        app.signal(sent, self.config.target);
         self.deadline = Some(Instant::now() + self.config.stop_timeout);
     }
 
     /// The app has exited: stops whatever is left of its process group, TERM first, KILL
     /// after the stop timeout, reaping all along.
     async fn clear_group(&mut self, status: Status) {
-        if !self.app.group_alive() {
+        let Some(app) = self.app else {
+            return;
+        };
+        if !app.group_alive() {
             return;
         }
         info!(
             stop_timeout = %format_duration(self.config.stop_timeout),
             "the app's process group still has members: sending them SIGTERM"
         );
-        self.app.signal(Signal::SIGTERM, Target::Group);
+        app.signal(Signal::SIGTERM, Target::Group);
         let kill_at = Instant::now() + self.config.stop_timeout;
         let mut killed = false;
-        while self.app.group_alive() {
+        while app.group_alive() {
             tokio::select! {
                 Some(signal) = self.signals.rx.recv() => {
                     if signal == Signal::SIGCHLD {
-                        child::reap(self.app.pid());
+                        child::reap(app.pid());
                     }
                 }
                 () = tokio::time::sleep(GROUP_POLL) => {}
@@ -406,7 +501,7 @@ impl Supervisor {
                 warn!(
                     "members of the app's process group outlived the stop timeout: sending SIGKILL"
                 );
-                self.app.signal(Signal::SIGKILL, Target::Group);
+                app.signal(Signal::SIGKILL, Target::Group);
                 killed = true;
             }
         }
@@ -423,6 +518,7 @@ impl Phase {
             Self::Serving => "serving",
             Self::Propagation { .. } => "propagation",
             Self::Drain => "drain",
+            Self::Drained => "drained",
             Self::Stop => "stop",
             Self::Killed => "kill",
         }

@@ -21,11 +21,13 @@ use crate::Failure;
     --drain-delay; then the listener closes, answers say `Connection: close`, HTTP/2 gets \
     GOAWAY and in-flight requests finish (up to --drain-timeout); then the app gets \
     --stop-signal, and SIGKILL after --stop-timeout. A second SIGTERM, or SIGINT, skips to \
-    the stop signal. Other signals (HUP, QUIT, USR1, USR2, WINCH, CONT, ALRM, PWR) are \
-    forwarded. The shim exits with the app's code (128+N when signal N killed it; 127 or \
-    126 when CMD cannot be run). See docs/shim.md.",
+    the stop signal; GET /prestop on --health-listen drains without stopping the app. Other \
+    signals (HUP, QUIT, USR1, USR2, WINCH, CONT, ALRM, PWR) are forwarded. The shim exits \
+    with the app's code (128+N when signal N killed it; 127 or 126 when CMD cannot be run). \
+    See docs/shim.md.",
     override_usage = "rollguard shim --listen ADDR --upstream ADDR [OPTIONS] -- CMD [ARGS]...\n       \
-    rollguard shim --no-proxy [OPTIONS] -- CMD [ARGS]..."
+    rollguard shim --no-proxy [OPTIONS] -- CMD [ARGS]...\n       \
+    rollguard shim --listen ADDR --upstream ADDR [OPTIONS]    (sidecar: no CMD)"
 )]
 pub struct ShimArgs {
     /// Where clients connect (the container port): IP:PORT, or PORT for 0.0.0.0:PORT.
@@ -104,10 +106,11 @@ pub struct ShimArgs {
     #[arg(long, value_name = "FROM:TO", help_heading = "Signals")]
     rewrite: Vec<Rewrite>,
 
-    /// The app's command and its arguments.
+    /// The app's command and its arguments. Without one (and with the proxy), the shim is
+    /// a sidecar: it proxies to an app in another container, drains on SIGTERM or at
+    /// GET /prestop (an httpGet preStop hook on the app's container), and exits.
     #[arg(
         value_name = "CMD",
-        required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
@@ -175,6 +178,11 @@ fn config(args: ShimArgs) -> Result<Config, Failure> {
             )));
         }
     };
+    if proxy.is_none() && args.command.is_empty() {
+        return Err(Failure::Input(anyhow!(
+            "--no-proxy needs the app's command: rollguard shim --no-proxy -- CMD [ARGS]..."
+        )));
+    }
     if proxy.is_none() && matches!(args.drain_delay, DrainDelay::Adaptive { .. }) {
         return Err(Failure::Input(anyhow!(
             "--drain-delay {}: an adaptive delay watches new connections, which needs the \
