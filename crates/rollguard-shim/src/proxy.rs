@@ -26,7 +26,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -99,6 +99,8 @@ impl Proxy {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
+            // Closes idle pooled connections when they expire, not at the next checkout.
+            .pool_timer(TokioTimer::new())
             // hyper-util's default, stated: a request that finds its pooled connection
             // closed before any of it was written goes out again on a new connection.
             .retry_canceled_requests(true)
@@ -346,6 +348,7 @@ impl Connection {
             }
         };
         match upgrade {
+            // The tunnel's own headers (`Connection: upgrade`, `Upgrade`) stay.
             Some(client_side) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let app_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(tunnel(
@@ -355,9 +358,11 @@ impl Connection {
                     app_side,
                 ));
             }
-            _ => strip_hop_by_hop(resp.headers_mut()),
+            _ => {
+                strip_hop_by_hop(resp.headers_mut());
+                self.close_if_draining(resp.headers_mut(), version);
+            }
         }
-        self.close_if_draining(resp.headers_mut(), version);
         resp.map(|body| {
             Either::Left(Tracked {
                 body,
