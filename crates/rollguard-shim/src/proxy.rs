@@ -61,6 +61,8 @@ pub struct ProxyConfig {
 #[derive(Debug)]
 pub struct Proxy {
     listener: TcpListener,
+    /// The open listener counts as active, so the drain can't end before it closes.
+    listening: Active,
     shared: Arc<Shared>,
     draining: watch::Receiver<bool>,
 }
@@ -84,10 +86,13 @@ struct Shared {
     /// When the last connection was accepted, in milliseconds since `started` plus one
     /// (zero: none yet).
     last_accept: AtomicU64,
-    /// Open client connections plus upgraded tunnels: the drain is over at zero.
+    /// Open client connections, upgraded tunnels, and the listener while it is open: the
+    /// drain is over at zero.
     active: watch::Sender<usize>,
     /// Requests whose answer has not been fully sent, tunnels included.
     in_flight: AtomicUsize,
+    /// Whether the listener is open (and counted in `active`).
+    listening: AtomicBool,
 }
 
 impl Proxy {
@@ -114,6 +119,7 @@ impl Proxy {
             last_accept: AtomicU64::new(0),
             active: watch::Sender::new(0),
             in_flight: AtomicUsize::new(0),
+            listening: AtomicBool::new(true),
         });
         let (drain, draining) = watch::channel(false);
         let handle = ProxyHandle {
@@ -123,6 +129,7 @@ impl Proxy {
         Ok((
             Proxy {
                 listener,
+                listening: Active::new(Arc::clone(&shared)),
                 shared,
                 draining,
             },
@@ -140,10 +147,17 @@ impl Proxy {
     pub async fn serve(self) {
         let Proxy {
             listener,
+            listening,
             shared,
             mut draining,
         } = self;
         let http = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let drain_signal = draining.clone();
+        let serve = |stream, peer| {
+            shared.note_accept();
+            let conn = Connection::new(Arc::clone(&shared), drain_signal.clone());
+            tokio::spawn(conn.serve(stream, peer, Arc::clone(&http)));
+        };
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -151,18 +165,31 @@ impl Proxy {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer)) => {
-                    shared.note_accept();
-                    let conn = Connection::new(Arc::clone(&shared), draining.clone());
-                    tokio::spawn(conn.serve(stream, peer, Arc::clone(&http)));
-                }
+                Ok((stream, peer)) => serve(stream, peer),
                 Err(err) => {
                     warn!(%err, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
         }
-        debug!("listener closed");
+        // Clients the kernel has already connected wait in the backlog, their requests
+        // possibly sent: closing the listener would reset them. Serve them (their answers
+        // say `Connection: close`), then close.
+        let mut backlog = 0;
+        while let Some(Ok((stream, peer))) =
+            std::future::poll_fn(|cx| match listener.poll_accept(cx) {
+                Poll::Ready(accepted) => Poll::Ready(Some(accepted)),
+                Poll::Pending => Poll::Ready(None),
+            })
+            .await
+        {
+            backlog += 1;
+            serve(stream, peer);
+        }
+        drop(listener);
+        shared.listening.store(false, Ordering::Relaxed);
+        drop(listening);
+        debug!(backlog, "listener closed");
     }
 }
 
@@ -183,7 +210,8 @@ impl ProxyHandle {
 
     /// Open client connections and tunnels.
     pub fn connections(&self) -> usize {
-        *self.shared.active.borrow()
+        let listening = usize::from(self.shared.listening.load(Ordering::Relaxed));
+        self.shared.active.borrow().saturating_sub(listening)
     }
 
     /// Requests being answered right now, tunnels included.
@@ -585,9 +613,18 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 /// Adds the client's address to `X-Forwarded-For`, after any addresses already there.
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let ip = peer.ip().to_canonical().to_string();
-    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
-        _ => ip,
+    // Repeated header lines are one list (RFC 9110, section 5.3): keep every earlier hop.
+    let before: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let value = if before.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", before.join(", "))
     };
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, value);
@@ -625,5 +662,12 @@ mod tests {
         assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.9");
         append_forwarded_for(&mut headers, "[::1]:5".parse().expect("addr"));
         assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.9, ::1");
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        append_forwarded_for(&mut headers, peer);
+        assert_eq!(
+            headers[X_FORWARDED_FOR],
+            "127.0.0.9, ::1, 10.0.0.1, 127.0.0.9"
+        );
+        assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
     }
 }
