@@ -26,6 +26,7 @@ mod health;
 mod proxy;
 mod signal;
 mod timing;
+mod upstream;
 
 use std::ffi::OsString;
 use std::io;

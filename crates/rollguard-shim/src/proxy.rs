@@ -29,9 +29,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
+
+use crate::upstream::{Dedicated, Driver};
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: u32 = 1024;
@@ -155,8 +157,8 @@ impl Proxy {
         let drain_signal = draining.clone();
         let serve = |stream, peer| {
             shared.note_accept();
-            let conn = Connection::new(Arc::clone(&shared), drain_signal.clone());
-            tokio::spawn(conn.serve(stream, peer, Arc::clone(&http)));
+            let (conn, drivers) = Connection::new(Arc::clone(&shared), drain_signal.clone());
+            tokio::spawn(conn.serve(stream, peer, drivers, Arc::clone(&http)));
         };
         loop {
             let accepted = tokio::select! {
@@ -267,18 +269,28 @@ struct Connection {
     last_done: AtomicU64,
     /// Whether the client speaks HTTP/2 (known from its first request).
     h2: AtomicBool,
+    /// An HTTP/1.x client's own connection to the app.
+    upstream: Dedicated,
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, draining: watch::Receiver<bool>) -> Arc<Self> {
-        Arc::new(Connection {
+    /// A connection and the receiver of its upstream connections' I/O, which
+    /// [`serve`](Connection::serve) polls.
+    fn new(
+        shared: Arc<Shared>,
+        draining: watch::Receiver<bool>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Driver>) {
+        let (drivers, driven) = mpsc::unbounded_channel();
+        let conn = Arc::new(Connection {
             shared,
             draining,
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_done: AtomicU64::new(0),
             h2: AtomicBool::new(false),
-        })
+            upstream: Dedicated::new(drivers),
+        });
+        (conn, driven)
     }
 
     /// Serves the connection until it ends; once the drain starts, closes it gracefully
@@ -287,6 +299,7 @@ impl Connection {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
+        mut drivers: mpsc::UnboundedReceiver<Driver>,
         http: Arc<auto::Builder<TokioExecutor>>,
     ) {
         let _active = Active::new(Arc::clone(&self.shared));
@@ -303,14 +316,23 @@ impl Connection {
         let mut draining = self.draining.clone();
         let mut drain_seen = false;
         let mut closing = false;
+        // The I/O of this client's connection to the app, polled here (see `upstream`).
+        let mut upstream: Option<Driver> = None;
         loop {
             tokio::select! {
                 ended = conn.as_mut() => {
                     if let Err(err) = ended {
                         debug!(%err, %peer, "client connection ended with an error");
                     }
-                    return;
+                    break;
                 }
+                Some(driver) = drivers.recv() => {
+                    // The one replaced is closed or upgraded; let it finish on its own.
+                    if let Some(old) = upstream.replace(driver) {
+                        tokio::spawn(old);
+                    }
+                }
+                () = drive(upstream.as_mut()), if upstream.is_some() => upstream = None,
                 _ = draining.wait_for(|d| *d), if !drain_seen => {
                     drain_seen = true;
                     // HTTP/2 has a race-free way to say goodbye: GOAWAY now.
@@ -324,6 +346,11 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                 }
             }
+        }
+        // The app's side may still be finishing (an upgrade handing over its socket, an
+        // answer being read): let it, on its own task.
+        if let Some(driver) = upstream {
+            tokio::spawn(driver);
         }
     }
 
@@ -361,7 +388,13 @@ impl Connection {
         if let Err(reason) = self.prepare(&mut req, peer, upgrade.is_some()) {
             return self.own_answer(StatusCode::BAD_REQUEST, reason, version);
         }
-        let mut resp = match self.shared.client.request(req).await {
+        let sent = if version == Version::HTTP_2 {
+            // Many streams at once: the shared pool.
+            self.shared.client.request(req).await.map_err(Into::into)
+        } else {
+            self.upstream.send(&self.shared.upstream, req).await
+        };
+        let mut resp = match sent {
             Ok(resp) => resp,
             Err(err) => {
                 debug!(%err, upstream = %self.shared.upstream, "the app did not answer");
@@ -412,19 +445,30 @@ impl Connection {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // HTTP/2 clients name the host in the URI (:authority); the app expects `Host`.
-        if !req.headers().contains_key(header::HOST)
-            && let Some(authority) = req.uri().authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, host);
+        // HTTP/2 clients name the host in the URI (:authority), HTTP/1.0 ones may name
+        // none; the app expects `Host`.
+        if !req.headers().contains_key(header::HOST) {
+            let host = req
+                .uri()
+                .authority()
+                .unwrap_or(&self.shared.upstream)
+                .as_str();
+            if let Ok(host) = HeaderValue::from_str(host) {
+                req.headers_mut().insert(header::HOST, host);
+            }
         }
-        *req.uri_mut() = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.shared.upstream.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|err| format!("rollguard shim: bad request target: {err}\n"))?;
+        // The pool (HTTP/2 clients) wants the app's address in the URI; a dedicated
+        // connection sends the origin form as it is.
+        *req.uri_mut() = if req.version() == Version::HTTP_2 {
+            Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(self.shared.upstream.clone())
+                .path_and_query(path)
+                .build()
+                .map_err(|err| format!("rollguard shim: bad request target: {err}\n"))?
+        } else {
+            Uri::from(path)
+        };
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         let kept_upgrade = if upgrade {
@@ -540,6 +584,14 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Polls an upstream connection's I/O to its end.
+async fn drive(driver: Option<&mut Driver>) {
+    match driver {
+        Some(driver) => driver.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,147 @@
+//! The HTTP/1.1 connection to the app that one HTTP/1.1 client connection uses.
+//!
+//! An HTTP/1.1 client sends one request at a time, so the proxy gives each client
+//! connection its own connection to the app, opened on its first request and kept while
+//! both stay open: no pool to lock, no checkout, and the app sees as many connections as
+//! there are clients. A kept connection that turns out to be closed before a byte of the
+//! request was written is replaced once by a new one, and the request goes out on that.
+//!
+//! The connection's I/O is not a task of its own: its future goes to the client
+//! connection's task, which polls it beside the client's, so a request and its answer never
+//! wake another task or thread.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// How long connecting to the app may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request could not be sent to the app or answered by it.
+pub(crate) type UpstreamError = Box<dyn StdError + Send + Sync>;
+
+/// The I/O of a connection to the app, for the client connection's task to poll.
+pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One client connection's connection to the app, kept between its requests.
+#[derive(Debug)]
+pub(crate) struct Dedicated {
+    /// `None` before the first request, while a request is being sent, and after an
+    /// upgrade took the connection.
+    sender: Mutex<Option<SendRequest<Incoming>>>,
+    /// Where a new connection's I/O goes: the client connection's task.
+    drivers: mpsc::UnboundedSender<Driver>,
+}
+
+impl Dedicated {
+    /// A dedicated connection whose I/O futures go to `drivers`. Until one is polled, the
+    /// connection it drives can send nothing.
+    pub(crate) fn new(drivers: mpsc::UnboundedSender<Driver>) -> Self {
+        Dedicated {
+            sender: Mutex::new(None),
+            drivers,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to the app at `upstream` and returns its
+    /// answer's head; the body streams from the connection, which is kept for the next
+    /// request unless the answer switched protocols.
+    pub(crate) async fn send(
+        &self,
+        upstream: &Authority,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let kept = self.take().filter(|sender| !sender.is_closed());
+        let reused = kept.is_some();
+        let mut sender = match kept {
+            Some(sender) => sender,
+            None => self.connect(upstream).await?,
+        };
+        // Ready once the previous answer has been read; a connection the app closed fails
+        // here, before anything is written.
+        if let Err(err) = sender.ready().await {
+            if !reused {
+                return Err(err.into());
+            }
+            debug!(%err, "kept connection to the app is gone; opening a new one");
+            return self.send_fresh(upstream, req).await;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.keep(sender, &resp);
+                Ok(resp)
+            }
+            Err(mut err) => match err.take_message() {
+                // Not a byte was written: safe to send again, once, on a new connection.
+                Some(req) if reused => {
+                    debug!(err = %err.error(), "kept connection to the app failed before the request was written; retrying on a new one");
+                    self.send_fresh(upstream, req).await
+                }
+                _ => Err(err.into_error().into()),
+            },
+        }
+    }
+
+    async fn send_fresh(
+        &self,
+        upstream: &Authority,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = self.connect(upstream).await?;
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        self.keep(sender, &resp);
+        Ok(resp)
+    }
+
+    /// Opens a new HTTP/1.1 connection to the app and hands its I/O to the client
+    /// connection's task (or to a task of its own if that one is gone).
+    async fn connect(&self, upstream: &Authority) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.as_str()))
+            .await
+            .map_err(|_| {
+                format!("connecting to {upstream} took longer than {CONNECT_TIMEOUT:?}")
+            })??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        let driver: Driver = Box::pin(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                debug!(%err, "connection to the app ended with an error");
+            }
+        });
+        if let Err(mpsc::error::SendError(driver)) = self.drivers.send(driver) {
+            tokio::spawn(driver);
+        }
+        Ok(sender)
+    }
+
+    fn take(&self) -> Option<SendRequest<Incoming>> {
+        // A poisoned lock only means a panic elsewhere; the Option is still sound.
+        self.sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
+    /// Keeps the connection for the next request, unless the answer turned it into a
+    /// tunnel.
+    fn keep(&self, sender: SendRequest<Incoming>, resp: &Response<Incoming>) {
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            *self
+                .sender
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sender);
+        }
+    }
+}
