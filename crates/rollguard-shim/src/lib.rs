@@ -383,7 +383,7 @@ impl Supervisor {
                     since_accept,
                     self.config.quiet,
                 ) {
-                    Some(left) => self.deadline = Some(Instant::now() + left),
+                    Some(left) => self.deadline = after(left),
                     None => self.drain(since.elapsed()),
                 }
             }
@@ -434,7 +434,7 @@ impl Supervisor {
             "listener closed; answers say Connection: close, HTTP/2 gets GOAWAY; waiting for in-flight requests"
         );
         self.phase = Phase::Drain;
-        self.deadline = Some(Instant::now() + self.config.drain_timeout);
+        self.deadline = after(self.config.drain_timeout);
     }
 
     /// The drain is over: stop the app if SIGTERM has come, else wait for it.
@@ -470,7 +470,7 @@ impl Supervisor {
             self.config.target
         );
         app.signal(sent, self.config.target);
-        self.deadline = Some(Instant::now() + self.config.stop_timeout);
+        self.deadline = after(self.config.stop_timeout);
     }
 
     /// The app has exited: stops whatever is left of its process group, TERM first, KILL
@@ -487,7 +487,7 @@ impl Supervisor {
             "the app's process group still has members: sending them SIGTERM"
         );
         app.signal(Signal::SIGTERM, Target::Group);
-        let kill_at = Instant::now() + self.config.stop_timeout;
+        let kill_at = after(self.config.stop_timeout);
         let mut killed = false;
         while app.group_alive() {
             tokio::select! {
@@ -498,7 +498,7 @@ impl Supervisor {
                 }
                 () = tokio::time::sleep(GROUP_POLL) => {}
             }
-            if !killed && Instant::now() >= kill_at {
+            if !killed && kill_at.is_some_and(|at| Instant::now() >= at) {
                 warn!(
                     "members of the app's process group outlived the stop timeout: sending SIGKILL"
                 );
@@ -552,6 +552,12 @@ impl Signals {
         }
         Ok(Signals { rx })
     }
+}
+
+/// The moment `delay` from now; `None` (never) when that is beyond what the clock can
+/// hold, as for a delay of centuries.
+fn after(delay: Duration) -> Option<Instant> {
+    Instant::now().checked_add(delay)
 }
 
 /// Sleeps until `deadline`, or forever without one.

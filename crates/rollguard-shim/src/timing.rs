@@ -119,7 +119,9 @@ pub struct Budget {
 impl Budget {
     /// The phases at their longest.
     pub fn total(&self) -> Duration {
-        self.drain_delay + self.drain_timeout + self.stop_timeout
+        self.drain_delay
+            .saturating_add(self.drain_timeout)
+            .saturating_add(self.stop_timeout)
     }
 
     /// Why the phases do not fit in the grace period, or `None` when they do.
@@ -136,7 +138,9 @@ impl Budget {
                 format_duration(self.drain_timeout),
                 format_duration(self.stop_timeout),
                 format_duration(self.grace_period),
-                total.as_secs() + u64::from(total.subsec_nanos() > 0),
+                total
+                    .as_secs()
+                    .saturating_add(u64::from(total.subsec_nanos() > 0)),
             )
         })
     }
@@ -213,5 +217,11 @@ mod tests {
         let message = tight.overrun().expect("overrun");
         assert!(message.contains("25.00s"), "{message}");
         assert!(message.contains("at least 25"), "{message}");
+        let huge = Budget {
+            drain_delay: Duration::MAX,
+            stop_timeout: Duration::MAX,
+            ..budget
+        };
+        assert!(huge.overrun().is_some());
     }
 }

@@ -85,5 +85,7 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        // A closed stderr must not end the program (the shim must outlive its log reader).
+        .log_internal_errors(false)
         .init();
 }
