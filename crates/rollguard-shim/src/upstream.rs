@@ -114,7 +114,11 @@ impl Dedicated {
                 format!("connecting to {upstream} took longer than {CONNECT_TIMEOUT:?}")
             })??;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        // One flat buffer per request, written with send(2) (as for answers to clients).
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await?;
         let driver: Driver = Box::pin(async move {
             if let Err(err) = conn.with_upgrades().await {
                 debug!(%err, "connection to the app ended with an error");

@@ -1,6 +1,7 @@
 //! `rollguard shim` and `rollguard sleep`: flags and wiring of [`rollguard_shim`].
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,6 +107,11 @@ pub struct ShimArgs {
     #[arg(long, value_name = "FROM:TO", help_heading = "Signals")]
     rewrite: Vec<Rewrite>,
 
+    /// Threads serving the proxy: 1 (a sidecar's share: one core, like haproxy's
+    /// `nbthread 1`), N, or 0 for one per core.
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Proxy")]
+    threads: usize,
+
     /// The app's command and its arguments. Without one (and with the proxy), the shim is
     /// a sidecar: it proxies to an app in another container, drains on SIGTERM or at
     /// GET /prestop (an httpGet preStop hook on the app's container), and exits.
@@ -136,13 +142,33 @@ pub struct SleepArgs {
 
 /// Runs the app under the shim; exits with the app's code.
 pub fn run(args: ShimArgs) -> ExitCode {
+    let threads = args.threads;
     let config = match config(args) {
         Ok(config) => config,
         Err(failure) => return failure.report(),
     };
-    let runtime = match crate::runtime() {
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .event_interval(
+                std::env::var("RG_EI")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(61),
+            )
+            .enable_all()
+            .build()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            builder.worker_threads(threads);
+        }
+        builder.enable_all().build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
-        Err(failure) => return failure.report(),
+        Err(err) => {
+            return Failure::Run(anyhow!("cannot start the async runtime: {err}")).report();
+        }
     };
     // `block_on` runs the shim on this (the main) thread, which starts the app and lives
     // as long as the shim, as the parent-death signal requires.
@@ -152,7 +178,8 @@ pub fn run(args: ShimArgs) -> ExitCode {
     match outcome {
         Ok(status) => ExitCode::from(status.code()),
         Err(err) => {
-            eprintln!("rollguard shim: {err}");
+            // Not eprintln: a closed stderr must not turn 127 into a panic.
+            let _ = writeln!(std::io::stderr(), "rollguard shim: {err}");
             ExitCode::from(err.exit_code())
         }
     }
