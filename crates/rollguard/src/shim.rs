@@ -149,12 +149,6 @@ pub fn run(args: ShimArgs) -> ExitCode {
     };
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
-            .event_interval(
-                std::env::var("RG_EI")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(61),
-            )
             .enable_all()
             .build()
     } else {
