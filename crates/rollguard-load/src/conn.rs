@@ -100,6 +100,17 @@ impl Connector {
         let port = socket.local_addr().map_or(0, |a| a.port());
         *local_port = Some(port);
         let tcp = socket.connect(addr).await.map_err(connect_failed)?;
+        // With nothing listening on a loopback port in the ephemeral range, the kernel may
+        // give this socket that very port and connect it to itself (TCP simultaneous open):
+        // the request would come back as its own answer. It is a refused connect.
+        if tcp.local_addr().ok() == tcp.peer_addr().ok() {
+            return Err((
+                FailureClass::ConnectRefused,
+                format!(
+                    "connection refused: nothing listens on {addr} (the socket connected to itself)"
+                ),
+            ));
+        }
         // Requests are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         match &self.tls {

@@ -70,10 +70,13 @@ impl ReadyCheck {
     async fn run(&self, client: &Client<HttpConnector, Empty<Bytes>>) -> Result<(), String> {
         let check = async {
             match self {
-                Self::Tcp(addr) => TcpStream::connect(addr.as_str())
-                    .await
-                    .map(drop)
-                    .map_err(|err| format!("cannot connect to {addr}: {err}")),
+                Self::Tcp(addr) => match TcpStream::connect(addr.as_str()).await {
+                    Ok(stream) if crate::connected_to_itself(&stream) => {
+                        Err(format!("cannot connect to {addr}: nothing listens there"))
+                    }
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(format!("cannot connect to {addr}: {err}")),
+                },
                 Self::Http(uri) => {
                     let resp = client
                         .get(uri.clone())

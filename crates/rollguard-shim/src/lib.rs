@@ -588,6 +588,13 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
+/// Whether a loopback connect met no listener but the socket itself: with nothing listening
+/// on a port in the ephemeral range, the kernel may give the connecting socket that very
+/// port and connect it to itself (TCP simultaneous open). That is a refused connect.
+fn connected_to_itself(stream: &tokio::net::TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
+}
+
 /// The command as a shell would show it, for logs.
 fn describe_command(command: &[OsString]) -> String {
     command
@@ -595,4 +602,24 @@ fn describe_command(command: &[OsString]) -> String {
         .map(|arg| arg.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_connected_to_itself_is_told_apart() {
+        // Connecting a socket to its own loopback address is a simultaneous open with itself.
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let own = socket.local_addr().expect("local address");
+        let stream = socket.connect(own).await.expect("self-connect");
+        assert!(connected_to_itself(&stream));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let addr = listener.local_addr().expect("listener address");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(!connected_to_itself(&stream));
+    }
 }

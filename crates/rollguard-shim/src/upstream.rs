@@ -113,6 +113,9 @@ impl Dedicated {
             .map_err(|_| {
                 format!("connecting to {upstream} took longer than {CONNECT_TIMEOUT:?}")
             })??;
+        if crate::connected_to_itself(&stream) {
+            return Err(format!("connection to {upstream} refused: nothing listens there").into());
+        }
         stream.set_nodelay(true)?;
         // One flat buffer per request, written with send(2) (as for answers to clients).
         let (sender, conn) = http1::Builder::new()

@@ -81,6 +81,33 @@ impl Log {
         self.0.lock().expect("log lock").join("\n")
     }
 
+    /// `fut`, or a panic naming `what`, with the log, when it takes longer than
+    /// [`DEADLINE`].
+    async fn within<T>(&self, what: &str, fut: impl Future<Output = T>) -> T {
+        tokio::time::timeout(DEADLINE, fut)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out waiting for {what} (at {:?}); log:\n{}",
+                    std::time::SystemTime::now(),
+                    self.dump()
+                )
+            })
+    }
+
+    /// Waits until `count` lines contain `needle`.
+    async fn wait_count(&self, needle: &str, count: usize) {
+        let end = Instant::now() + DEADLINE;
+        while self.count(needle) < count {
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {count} log lines with {needle:?}; log:\n{}",
+                self.dump()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits for a line containing `needle` and returns it.
     async fn wait_line(&self, needle: &str) -> String {
         let end = Instant::now() + DEADLINE;
@@ -121,7 +148,10 @@ impl Shim {
             .env("NO_COLOR", "1")
             // The demo app logs "slow request started" at debug: it tells when one is in
             // flight.
-            .env("RUST_LOG", "info,rollguard_demo=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("SHIM_TEST_RUST_LOG").unwrap_or("info,rollguard_demo=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -756,7 +786,9 @@ async fn http2_clients_get_goaway_and_their_slow_requests_finish() {
     let mut conns = Vec::new();
     for _ in 0..2 {
         let (mut sender, conn) = h2(shim.listen).await;
-        let resp = within("an answer", sender.send_request(get_h2(shim.listen, "/")))
+        let resp = shim
+            .log
+            .within("an answer", sender.send_request(get_h2(shim.listen, "/")))
             .await
             .expect("an answer");
         let answer = read_answer(resp).await.expect("a whole answer");
@@ -772,30 +804,37 @@ async fn http2_clients_get_goaway_and_their_slow_requests_finish() {
         });
         conns.push((sender, conn, slow));
     }
-    wait_for("2 slow requests to reach the app", || {
-        shim.log.count("slow request started") >= 2
-    })
-    .await;
+    // Both slow requests have reached the app.
+    shim.log.wait_count("slow request started", 2).await;
 
     shim.signal(Signal::SIGTERM);
     shim.log.wait_line(DRAIN_LINE).await;
 
     for (i, (mut sender, conn, slow)) in conns.into_iter().enumerate() {
-        let answer = within("a slow request", slow).await.expect("slow task");
+        let log = &shim.log;
+        let answer = log
+            .within(&format!("slow request {i}"), slow)
+            .await
+            .expect("slow task");
         let answer = answer.unwrap_or_else(|err| panic!("slow request {i}: {err}"));
         assert_eq!(answer.status, StatusCode::OK, "slow request {i}");
         assert_eq!(answer.version, Version::HTTP_2);
         // GOAWAY came before the slow answer: the connection takes no new stream.
-        let more = within("a request after GOAWAY", async {
-            sender.ready().await?;
-            sender.send_request(get_h2(shim.listen, "/")).await
-        })
-        .await;
+        let more = log
+            .within(
+                &format!("a request after GOAWAY on connection {i}"),
+                async {
+                    sender.ready().await?;
+                    sender.send_request(get_h2(shim.listen, "/")).await
+                },
+            )
+            .await;
         assert!(
             more.is_err(),
             "connection {i} took a new request after the drain started: {more:?}"
         );
-        let ended = within("the connection to close", conn)
+        let ended = log
+            .within(&format!("connection {i} to close"), conn)
             .await
             .expect("connection task");
         assert!(ended.is_ok(), "connection {i} ended with {ended:?}");
