@@ -612,7 +612,9 @@ mod tests {
     async fn a_socket_connected_to_itself_is_told_apart() {
         // Connecting a socket to its own loopback address is a simultaneous open with itself.
         let socket = TcpSocket::new_v4().expect("socket");
-        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
         let own = socket.local_addr().expect("local address");
         let stream = socket.connect(own).await.expect("self-connect");
         assert!(connected_to_itself(&stream));
