@@ -81,33 +81,6 @@ impl Log {
         self.0.lock().expect("log lock").join("\n")
     }
 
-    /// `fut`, or a panic naming `what`, with the log, when it takes longer than
-    /// [`DEADLINE`].
-    async fn within<T>(&self, what: &str, fut: impl Future<Output = T>) -> T {
-        tokio::time::timeout(DEADLINE, fut)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "timed out waiting for {what} (at {:?}); log:\n{}",
-                    std::time::SystemTime::now(),
-                    self.dump()
-                )
-            })
-    }
-
-    /// Waits until `count` lines contain `needle`.
-    async fn wait_count(&self, needle: &str, count: usize) {
-        let end = Instant::now() + DEADLINE;
-        while self.count(needle) < count {
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {count} log lines with {needle:?}; log:\n{}",
-                self.dump()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     /// Waits for a line containing `needle` and returns it.
     async fn wait_line(&self, needle: &str) -> String {
         let end = Instant::now() + DEADLINE;
@@ -135,6 +108,15 @@ struct Shim {
     health: SocketAddr,
 }
 
+impl Drop for Shim {
+    /// A test that fails shows what the shim and its app logged, whatever step failed.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("shim log:\n{}", self.log.dump());
+        }
+    }
+}
+
 impl Shim {
     /// Starts `rollguard shim --upstream UPSTREAM FLAGS -- COMMAND` on free loopback ports
     /// and waits until the proxy and the health endpoints listen.
@@ -148,10 +130,7 @@ impl Shim {
             .env("NO_COLOR", "1")
             // The demo app logs "slow request started" at debug: it tells when one is in
             // flight.
-            .env(
-                "RUST_LOG",
-                std::env::var("SHIM_TEST_RUST_LOG").unwrap_or("info,rollguard_demo=debug".into()),
-            )
+            .env("RUST_LOG", "info,rollguard_demo=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -271,13 +250,47 @@ fn naive_app(addr: SocketAddr) -> Vec<String> {
 const SLEEPER: [&str; 3] = [BIN, "sleep", "600"];
 
 /// Starts the shim in front of the naive demo app on a free port; waits until it is ready.
+///
+/// [`free_addr`] only tells that the port was free a moment ago: until the app binds it,
+/// any other process (a shim or an upstream of a test running alongside, each binding
+/// `127.0.0.1:0`) may take it. `/ready` would then pass for that other listener, and this
+/// test's requests would reach another test's app. So the app's own "listening on" line
+/// is awaited too, and when the app could not listen, the shim is started again on
+/// another port.
 async fn shim_with_naive_app(flags: &[&str]) -> Shim {
-    let app = free_addr();
-    let command = naive_app(app);
-    let command: Vec<&str> = command.iter().map(String::as_str).collect();
-    let shim = Shim::start(app, flags, &command).await;
-    shim.wait_ready().await;
-    shim
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let app = free_addr();
+        let command = naive_app(app);
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let mut shim = Shim::start(app, flags, &command).await;
+        // The app's line; the shim's own ends "{addr}, forwarding to ...".
+        let listening = format!("listening on {app} ");
+        let taken = format!("cannot listen on {app}");
+        let end = Instant::now() + DEADLINE;
+        while shim.log.find(&listening).is_none() {
+            if shim.log.find(&taken).is_some() || !shim.is_running() {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "the app never listened on {app}; log:\n{}",
+                shim.log.dump()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if shim.log.find(&listening).is_none() {
+            assert!(
+                attempts < 3,
+                "the app could not listen on a free port {attempts} times; log:\n{}",
+                shim.log.dump()
+            );
+            continue;
+        }
+        shim.wait_ready().await;
+        return shim;
+    }
 }
 
 /// Polls `cond` until it holds, at most [`DEADLINE`].
@@ -786,9 +799,7 @@ async fn http2_clients_get_goaway_and_their_slow_requests_finish() {
     let mut conns = Vec::new();
     for _ in 0..2 {
         let (mut sender, conn) = h2(shim.listen).await;
-        let resp = shim
-            .log
-            .within("an answer", sender.send_request(get_h2(shim.listen, "/")))
+        let resp = within("an answer", sender.send_request(get_h2(shim.listen, "/")))
             .await
             .expect("an answer");
         let answer = read_answer(resp).await.expect("a whole answer");
@@ -804,37 +815,35 @@ async fn http2_clients_get_goaway_and_their_slow_requests_finish() {
         });
         conns.push((sender, conn, slow));
     }
-    // Both slow requests have reached the app.
-    shim.log.wait_count("slow request started", 2).await;
+    wait_for("2 slow requests to reach the app", || {
+        shim.log.count("slow request started") >= 2
+    })
+    .await;
 
     shim.signal(Signal::SIGTERM);
     shim.log.wait_line(DRAIN_LINE).await;
 
     for (i, (mut sender, conn, slow)) in conns.into_iter().enumerate() {
-        let log = &shim.log;
-        let answer = log
-            .within(&format!("slow request {i}"), slow)
+        let answer = within(&format!("the answer to slow request {i}"), slow)
             .await
             .expect("slow task");
         let answer = answer.unwrap_or_else(|err| panic!("slow request {i}: {err}"));
         assert_eq!(answer.status, StatusCode::OK, "slow request {i}");
         assert_eq!(answer.version, Version::HTTP_2);
         // GOAWAY came before the slow answer: the connection takes no new stream.
-        let more = log
-            .within(
-                &format!("a request after GOAWAY on connection {i}"),
-                async {
-                    sender.ready().await?;
-                    sender.send_request(get_h2(shim.listen, "/")).await
-                },
-            )
-            .await;
+        let more = within(
+            &format!("a request after GOAWAY on connection {i}"),
+            async {
+                sender.ready().await?;
+                sender.send_request(get_h2(shim.listen, "/")).await
+            },
+        )
+        .await;
         assert!(
             more.is_err(),
             "connection {i} took a new request after the drain started: {more:?}"
         );
-        let ended = log
-            .within(&format!("connection {i} to close"), conn)
+        let ended = within(&format!("connection {i} to close"), conn)
             .await
             .expect("connection task");
         assert!(ended.is_ok(), "connection {i} ended with {ended:?}");
