@@ -66,9 +66,23 @@ impl Failure {
     }
 }
 
-/// The multi-threaded runtime a subcommand runs on.
+/// The multi-threaded runtime a subcommand runs on, one worker per core.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with_threads(0)
+}
+
+/// A runtime with `threads` workers: 1 is a single-threaded runtime on the calling thread,
+/// 0 one worker per core.
+pub(crate) fn runtime_with_threads(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|err| Failure::Run(anyhow::anyhow!("cannot start the async runtime: {err}")))

@@ -147,22 +147,9 @@ pub fn run(args: ShimArgs) -> ExitCode {
         Ok(config) => config,
         Err(failure) => return failure.report(),
     };
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 {
-            builder.worker_threads(threads);
-        }
-        builder.enable_all().build()
-    };
-    let runtime = match runtime {
+    let runtime = match crate::runtime_with_threads(threads) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            return Failure::Run(anyhow!("cannot start the async runtime: {err}")).report();
-        }
+        Err(failure) => return failure.report(),
     };
     // `block_on` runs the shim on this (the main) thread, which starts the app and lives
     // as long as the shim, as the parent-death signal requires.
