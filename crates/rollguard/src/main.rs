@@ -2,6 +2,7 @@
 //! prove it. This crate is the command line: flag definitions, wiring and output rendering.
 //! The work itself happens in the library crates.
 
+mod check;
 mod demo_app;
 mod lab;
 mod measure;
@@ -32,6 +33,9 @@ enum Command {
     Shim(Box<shim::ShimArgs>),
     /// Sleep for a duration: a preStop hook for images without a shell.
     Sleep(shim::SleepArgs),
+    /// Check Kubernetes manifests for mistakes that drop requests in rollouts, and fix the
+    /// safe ones.
+    Check(Box<check::CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::DemoApp(args) => demo_app::run(args),
         Command::Shim(args) => shim::run(*args),
         Command::Sleep(args) => shim::sleep(args),
+        Command::Check(args) => check::run(*args),
     }
 }
 

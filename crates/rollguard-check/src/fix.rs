@@ -1,0 +1,212 @@
+//! Text edits that fix findings, keeping every other byte of the file as it was.
+//!
+//! A fix either replaces one scalar (`terminationGracePeriodSeconds: 10` becomes `25`) or
+//! inserts new keys into a block mapping, indented like its siblings. Flow mappings
+//! (`{a: 1}`) and JSON files only get scalar replacements: inserting into them would mean
+//! re-flowing text the user wrote.
+
+use std::ops::Range;
+
+use crate::source::Source;
+use crate::yaml::{Node, Value, scalar_extent};
+
+/// One edit of a source's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// The bytes replaced (empty for an insertion).
+    pub range: Range<usize>,
+    /// What replaces them.
+    pub text: String,
+}
+
+/// A YAML fragment to insert: a scalar written as is, or nested keys.
+#[derive(Debug, Clone)]
+pub enum Fragment {
+    /// A scalar, written verbatim (`5`, `100%`).
+    Scalar(String),
+    /// Keys and their values, in order.
+    Map(Vec<(&'static str, Fragment)>),
+}
+
+/// Replaces the scalar `node` with `text`.
+pub fn replace_scalar(source: &Source, node: &Node, text: impl Into<String>) -> Edit {
+    Edit {
+        range: scalar_extent(&source.text, node.start),
+        text: text.into(),
+    }
+}
+
+/// Inserts `entries` into the block mapping `map`, indented like its keys; `None` for a
+/// flow mapping, a JSON file or a mapping whose layout gives no safe place.
+pub fn insert_entries(
+    source: &Source,
+    map: &Node,
+    entries: &[(&'static str, Fragment)],
+) -> Option<Edit> {
+    if map.flow || source.is_json() || !map.is_map() {
+        return None;
+    }
+    let text = &source.text;
+    let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let starts_line = |at: usize| text[line_start(at)..at].bytes().all(|b| b == b' ');
+    let indent_of = |at: usize| text[line_start(at)..at].chars().count();
+    // Before the first key that starts its own line: the new keys become its siblings.
+    if let Some((key, _)) = map.entries().iter().find(|(k, _)| starts_line(k.start)) {
+        let at = line_start(key.start);
+        return Some(Edit {
+            range: at..at,
+            text: render(entries, indent_of(key.start)),
+        });
+    }
+    // A mapping whose keys all follow a `- ` on their line: after the first entry, when its
+    // value is a one-line scalar.
+    let (key, value) = map.entries().first()?;
+    let scalar = !matches!(value.value, Value::Seq(_) | Value::Map(_));
+    let block_scalar = matches!(text.as_bytes().get(value.start), Some(b'|' | b'>'));
+    let same_line = !text[key.start..value.start.max(key.start)].contains('\n');
+    if !scalar || block_scalar || !same_line {
+        return None;
+    }
+    let end = scalar_extent(text, value.start).end;
+    let (at, newline) = match text[end..].find('\n') {
+        Some(i) => (end + i + 1, ""),
+        None => (text.len(), "\n"),
+    };
+    Some(Edit {
+        range: at..at,
+        text: format!("{newline}{}", render(entries, indent_of(key.start))),
+    })
+}
+
+fn render(entries: &[(&'static str, Fragment)], indent: usize) -> String {
+    let mut out = String::new();
+    for (key, value) in entries {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(key);
+        out.push(':');
+        match value {
+            Fragment::Scalar(s) => {
+                out.push(' ');
+                out.push_str(s);
+                out.push('\n');
+            }
+            Fragment::Map(inner) => {
+                out.push('\n');
+                out.push_str(&render(inner, indent + 2));
+            }
+        }
+    }
+    out
+}
+
+/// Applies `edits` to `text`. Edits that overlap an earlier one (by start) are left out;
+/// insertions at the same place all go in, in order.
+pub fn apply(text: &str, edits: &[&Edit]) -> String {
+    let mut sorted: Vec<&Edit> = edits.to_vec();
+    sorted.sort_by_key(|e| (e.range.start, e.range.end));
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut at = 0;
+    for edit in sorted {
+        if edit.range.start < at || edit.range.end > text.len() {
+            continue;
+        }
+        out.push_str(&text[at..edit.range.start]);
+        out.push_str(&edit.text);
+        at = edit.range.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// A unified diff of one file, with `a/` and `b/` headers as `git diff` writes them.
+pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{name}"), &format!("b/{name}"))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::parse;
+
+    fn source(text: &str) -> Source {
+        Source::new("t.yaml", None, text.into())
+    }
+
+    fn sleep(seconds: &str) -> Vec<(&'static str, Fragment)> {
+        vec![(
+            "lifecycle",
+            Fragment::Map(vec![(
+                "preStop",
+                Fragment::Map(vec![(
+                    "sleep",
+                    Fragment::Map(vec![("seconds", Fragment::Scalar(seconds.into()))]),
+                )]),
+            )]),
+        )]
+    }
+
+    #[test]
+    fn insertion_goes_before_the_first_key_on_its_own_line() {
+        let s = source("containers:\n  - name: web # main\n    image: web:1\n");
+        let doc = &parse(&s).expect("yaml")[0];
+        let container = &doc.get("containers").expect("list").items()[0];
+        let edit = insert_entries(&s, container, &sleep("5")).expect("an edit");
+        assert_eq!(
+            apply(&s.text, &[&edit]),
+            "containers:\n  - name: web # main\n    lifecycle:\n      preStop:\n        sleep:\n          seconds: 5\n    image: web:1\n"
+        );
+    }
+
+    #[test]
+    fn insertion_after_a_lone_item_line_and_at_the_end_of_text() {
+        let s = source("containers:\n  - name: web");
+        let doc = &parse(&s).expect("yaml")[0];
+        let container = &doc.get("containers").expect("list").items()[0];
+        let edit = insert_entries(&s, container, &sleep("5")).expect("an edit");
+        let fixed = apply(&s.text, &[&edit]);
+        assert!(
+            fixed.starts_with("containers:\n  - name: web\n    lifecycle:\n"),
+            "{fixed}"
+        );
+        let reparsed = &parse(&source(&fixed)).expect("still YAML")[0];
+        let seconds = reparsed.get("containers").expect("list").items()[0]
+            .at(&["lifecycle", "preStop", "sleep", "seconds"])
+            .and_then(Node::as_i64);
+        assert_eq!(seconds, Some(5));
+    }
+
+    #[test]
+    fn flow_mappings_and_json_get_no_insertion() {
+        let s = source("spec: {replicas: 1}\n");
+        let doc = &parse(&s).expect("yaml")[0];
+        assert!(insert_entries(&s, doc.get("spec").expect("spec"), &sleep("5")).is_none());
+        let json = Source::new(
+            "t.json",
+            Some("t.json".into()),
+            "{\"spec\": {\"replicas\": 1}}".into(),
+        );
+        let doc = &parse(&json).expect("json")[0];
+        assert!(insert_entries(&json, doc, &sleep("5")).is_none());
+    }
+
+    #[test]
+    fn scalar_replacement_keeps_comments_and_overlaps_are_dropped() {
+        let s = source("grace: 10   # seconds\n");
+        let doc = &parse(&s).expect("yaml")[0];
+        let a = replace_scalar(&s, doc.get("grace").expect("grace"), "25");
+        let b = Edit {
+            range: 7..9,
+            text: "99".into(),
+        };
+        assert_eq!(apply(&s.text, &[&a, &b]), "grace: 25   # seconds\n");
+        let diff = unified_diff("t.yaml", &s.text, "grace: 25   # seconds\n");
+        assert!(
+            diff.contains("-grace: 10") && diff.contains("+grace: 25"),
+            "{diff}"
+        );
+    }
+}
