@@ -28,12 +28,24 @@ pub enum Fragment {
     Map(Vec<(&'static str, Fragment)>),
 }
 
-/// Replaces the scalar `node` with `text`.
+/// Replaces the scalar `node` with the plain scalar `text` (a number: quotes go, so that
+/// `"100%"` can become `0`).
 pub fn replace_scalar(source: &Source, node: &Node, text: impl Into<String>) -> Edit {
     Edit {
         range: scalar_extent(&source.text, node.start),
         text: text.into(),
     }
+}
+
+/// Replaces the string scalar `node` with `text`, keeping its quotes if it had any: an
+/// exec argument must stay a string.
+pub fn replace_string(source: &Source, node: &Node, text: &str) -> Edit {
+    let range = scalar_extent(&source.text, node.start);
+    let text = match source.text.as_bytes().get(range.start) {
+        Some(&q @ (b'"' | b'\'')) => format!("{q}{text}{q}", q = q as char),
+        _ => text.to_owned(),
+    };
+    Edit { range, text }
 }
 
 /// Inserts `entries` into the block mapping `map`, indented like its keys; `None` for a

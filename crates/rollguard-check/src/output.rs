@@ -60,6 +60,9 @@ pub fn human(report: &Report, sources: &[Source], color: bool) -> String {
 /// The span a finding marks: the scalar or key at `at`, at least one character, within the
 /// line.
 fn mark(source: &Source, at: usize, line_end: usize) -> std::ops::Range<usize> {
+    if let Some(end) = flow_end(&source.text[at..line_end]) {
+        return at..at + end;
+    }
     let extent = scalar_extent(&source.text, at);
     let text = &source.text[extent.clone()];
     // A key: mark the key alone, not `key: value`.
@@ -78,6 +81,40 @@ fn mark(source: &Source, at: usize, line_end: usize) -> std::ops::Range<usize> {
             .min(line_end.max(at))
     };
     at..end
+}
+
+/// The length of a flow collection (`[...]`, `{...}`) that starts `line` and closes on it.
+fn flow_end(line: &str) -> Option<usize> {
+    if !line.starts_with(['[', '{']) {
+        return None;
+    }
+    let mut depth = 0;
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The message, followed by the object when the message does not name it.
+fn with_object(f: &Finding) -> String {
+    if f.message.contains(&f.object) {
+        f.message.clone()
+    } else {
+        format!("{} ({})", f.message, f.object)
+    }
 }
 
 fn level(severity: Severity) -> Level<'static> {
@@ -174,7 +211,7 @@ pub fn sarif(report: &Report, sources: &[Source]) -> Value {
                 "ruleId": f.rule.id,
                 "ruleIndex": rule_index,
                 "level": sarif_level(f.severity),
-                "message": {"text": format!("{} ({})", f.message, f.object)},
+                "message": {"text": with_object(f)},
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": {"uri": uri(&source.name)},
@@ -237,7 +274,7 @@ pub fn github(report: &Report, sources: &[Source]) -> String {
             f.line,
             f.column,
             f.rule.id,
-            escape_data(&format!("{} ({}). Fix: {}", f.message, f.object, f.fix)),
+            escape_data(&format!("{}. Fix: {}", with_object(f), f.fix)),
         );
     }
     let _ = writeln!(out, "{}", summary_line(report));

@@ -6,7 +6,7 @@ use rollguard_core::rollout::{IntOrPercent, RollingUpdate, RollingUpdateError};
 
 use crate::catalogue::{Rule, Severity, rule};
 use crate::config::Config;
-use crate::fix::{Edit, Fragment, insert_entries, replace_scalar};
+use crate::fix::{Edit, Fragment, insert_entries, replace_scalar, replace_string};
 use crate::model::{Container, Object, Workload, sleep_seconds};
 use crate::source::Source;
 use crate::yaml::Node;
@@ -354,8 +354,11 @@ impl<'s, 'a> Cx<'s, 'a> {
                 editable,
                 ..
             } if min < budget => {
-                let edit = editable
-                    .map(|n| replace_scalar(self.source(&w.object), n, budget_secs.to_string()));
+                let source = self.source(&w.object);
+                let edit = editable.map(|n| match n.as_str() {
+                    Some(_) => replace_string(source, n, &budget_secs.to_string()),
+                    None => replace_scalar(source, n, budget_secs.to_string()),
+                });
                 self.report_with(
                     "RG004",
                     p,
