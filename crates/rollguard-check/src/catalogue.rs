@@ -94,12 +94,30 @@ impl Rule {
             } else {
                 ""
             },
-            why = self.why,
-            fix = self.fix,
+            why = wrap(self.why, 88),
+            fix = wrap(self.fix, 83),
             bad = indent(self.bad),
             good = indent(self.good),
         )
     }
+}
+
+/// Greedy word wrap at `width` columns.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split_whitespace() {
+        if line > 0 && line + 1 + word.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out
 }
 
 fn indent(text: &str) -> String {

@@ -658,7 +658,7 @@ impl<'s, 'a> Cx<'s, 'a> {
             } else {
                 selected.iter().find_map(|(w, r)| {
                     let a = allowed(*r);
-                    let what = format!("the {r} replica{} of {}", plural(*r), w.object.id());
+                    let what = format!("{} ({r} replica{})", w.object.id(), plural(*r));
                     if a <= 0 {
                         Some((false, what))
                     } else if a >= *r {
@@ -671,7 +671,7 @@ impl<'s, 'a> Cx<'s, 'a> {
             if let Some((all, what)) = verdict {
                 let written = node.scalar_text().unwrap_or_default();
                 let message = if all {
-                    format!("{field}: {written} lets every one of {what} be evicted at once")
+                    format!("{field}: {written} lets every pod of {what} be evicted at once")
                 } else {
                     format!(
                         "{field}: {written} allows no voluntary disruption of {what}: node drains block"

@@ -59,8 +59,11 @@ enum Format {
 /// `--fail-on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum FailOn {
+    /// Errors only.
     Error,
+    /// Warnings and errors.
     Warning,
+    /// Any finding.
     Info,
     /// Exit 0 whatever is found (input errors still exit 2).
     Never,
