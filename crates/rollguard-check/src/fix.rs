@@ -63,11 +63,12 @@ pub fn insert_entries(
     let starts_line = |at: usize| text[line_start(at)..at].bytes().all(|b| b == b' ');
     let indent_of = |at: usize| text[line_start(at)..at].chars().count();
     // Before the first key that starts its own line: the new keys become its siblings.
+    let newline = source.newline();
     if let Some((key, _)) = map.entries().iter().find(|(k, _)| starts_line(k.start)) {
         let at = line_start(key.start);
         return Some(Edit {
             range: at..at,
-            text: render(entries, indent_of(key.start)),
+            text: render(entries, indent_of(key.start), newline),
         });
     }
     // A mapping whose keys all follow a `- ` on their line: after the first entry, when its
@@ -80,17 +81,17 @@ pub fn insert_entries(
         return None;
     }
     let end = scalar_extent(text, value.start).end;
-    let (at, newline) = match text[end..].find('\n') {
+    let (at, lead) = match text[end..].find('\n') {
         Some(i) => (end + i + 1, ""),
-        None => (text.len(), "\n"),
+        None => (text.len(), newline),
     };
     Some(Edit {
         range: at..at,
-        text: format!("{newline}{}", render(entries, indent_of(key.start))),
+        text: format!("{lead}{}", render(entries, indent_of(key.start), newline)),
     })
 }
 
-fn render(entries: &[(&'static str, Fragment)], indent: usize) -> String {
+fn render(entries: &[(&'static str, Fragment)], indent: usize, newline: &str) -> String {
     let mut out = String::new();
     for (key, value) in entries {
         out.push_str(&" ".repeat(indent));
@@ -100,11 +101,11 @@ fn render(entries: &[(&'static str, Fragment)], indent: usize) -> String {
             Fragment::Scalar(s) => {
                 out.push(' ');
                 out.push_str(s);
-                out.push('\n');
+                out.push_str(newline);
             }
             Fragment::Map(inner) => {
-                out.push('\n');
-                out.push_str(&render(inner, indent + 2));
+                out.push_str(newline);
+                out.push_str(&render(inner, indent + 2, newline));
             }
         }
     }
@@ -132,6 +133,7 @@ pub fn apply(text: &str, edits: &[&Edit]) -> String {
 
 /// A unified diff of one file, with `a/` and `b/` headers as `git diff` writes them.
 pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
+    let name = name.strip_prefix("./").unwrap_or(name);
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)

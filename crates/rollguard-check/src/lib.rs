@@ -177,9 +177,12 @@ pub fn fix(sources: &[Source], config: &Config) -> Result<Fixed, Vec<InvalidSour
                 continue;
             }
             let text = fix::apply(&source.text, &found);
-            if text != source.text {
+            let candidate = Source::new(source.name.clone(), source.path.clone(), text);
+            // A fix must never make a file unreadable; should one do so (a layout the edits
+            // did not foresee), the file is left as it was.
+            if candidate.text != source.text && yaml::parse(&candidate).is_ok() {
                 edits += found.len();
-                next[index] = Source::new(source.name.clone(), source.path.clone(), text);
+                next[index] = candidate;
                 changed.insert(index);
                 any = true;
             }

@@ -250,12 +250,19 @@ fn sarif_level(s: Severity) -> &'static str {
     }
 }
 
-/// A relative URI for a path: forward slashes, no leading `./`.
+/// A relative URI reference for a path: forward slashes, no leading `./`, and every byte
+/// but unreserved characters and `/` percent-encoded (`<stdin>` is `%3Cstdin%3E`).
 fn uri(name: &str) -> String {
-    let name = name.strip_prefix("./").unwrap_or(name);
-    name.replace('\\', "/")
-        .replace('%', "%25")
-        .replace(' ', "%20")
+    let name = name.strip_prefix("./").unwrap_or(name).replace('\\', "/");
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
 }
 
 /// GitHub Actions workflow commands, one per finding, then the summary as a notice.

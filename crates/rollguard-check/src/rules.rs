@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::fix::{Edit, Fragment, insert_entries, replace_scalar, replace_string};
 use crate::model::{Container, Object, Workload, sleep_seconds};
 use crate::source::Source;
-use crate::yaml::Node;
+use crate::yaml::{Node, Value};
 
 /// One problem found in a manifest.
 #[derive(Debug, Clone)]
@@ -401,7 +401,7 @@ impl<'s, 'a> Cx<'s, 'a> {
             .get("failureThreshold")
             .and_then(Node::as_i64)
             .unwrap_or(3);
-        let detect = (period * threshold) as f64;
+        let detect = period.max(0) as f64 * threshold.max(0) as f64;
         let drain_delay = shim.drain_delay.0.as_secs_f64();
         if detect > drain_delay {
             let at = probe
@@ -477,6 +477,10 @@ impl<'s, 'a> Cx<'s, 'a> {
             Some((g, n)) => (g, Some(n)),
             None => (30, None),
         };
+        // Written but not an integer (a null Helm rendered, a string): the API server
+        // defaults or rejects it; the fix writes the value over it.
+        let unreadable =
+            grace_node.is_none() && w.pod.get("terminationGracePeriodSeconds").is_some();
         if need <= grace as f64 {
             return;
         }
@@ -484,6 +488,10 @@ impl<'s, 'a> Cx<'s, 'a> {
         let source = self.source(&w.object);
         let edit = match grace_node {
             Some(n) => Some(replace_scalar(source, n, fixed.to_string())),
+            None if unreadable => w
+                .pod
+                .entry("terminationGracePeriodSeconds")
+                .and_then(|(k, v)| replace_entry_line(source, k, v, &fixed.to_string())),
             None => insert_entries(
                 source,
                 w.pod,
@@ -493,10 +501,10 @@ impl<'s, 'a> Cx<'s, 'a> {
                 )],
             ),
         };
-        let written = if grace_node.is_some() {
-            ""
-        } else {
-            " (the default)"
+        let written = match (grace_node, unreadable) {
+            (Some(_), _) => "",
+            (None, true) => " (the default: the value written is not an integer)",
+            (None, false) => " (the default)",
         };
         self.report_with(
             "RG005",
@@ -570,6 +578,8 @@ impl<'s, 'a> Cx<'s, 'a> {
         let parse = |n: Option<&Node>, default: u32| -> Option<IntOrPercent> {
             match n {
                 None => Some(IntOrPercent::Percent(default)),
+                // A null (`maxSurge:` left empty) gets the default, as in the API server.
+                Some(n) if matches!(n.value, Value::Null) => Some(IntOrPercent::Percent(default)),
                 Some(n) => n.scalar_text()?.parse().ok(),
             }
         };
@@ -742,6 +752,29 @@ fn safe_rolling_update(source: &Source, rolling: &Node) -> Option<Edit> {
     Some(Edit {
         range: first..last,
         text,
+    })
+}
+
+/// Rewrites a one-line `key: value` entry whose value is null or not a number as
+/// `key: text`, keeping what precedes the key and any comment after the value.
+fn replace_entry_line(source: &Source, key: &Node, value: &Node, text: &str) -> Option<Edit> {
+    if matches!(value.value, Value::Map(_) | Value::Seq(_)) {
+        return None;
+    }
+    let line_end = source.text[key.start..]
+        .find('\n')
+        .map_or(source.text.len(), |i| key.start + i);
+    // A value that starts on a later line (a multi-line scalar) is left alone.
+    if !matches!(value.value, Value::Null) && value.start > line_end {
+        return None;
+    }
+    let line = &source.text[key.start..line_end];
+    let kept = line.find(" #").unwrap_or(line.len());
+    let end = key.start + line[..kept].trim_end().len();
+    let name = key.as_str()?;
+    Some(Edit {
+        range: key.start..end,
+        text: format!("{name}: {text}"),
     })
 }
 

@@ -22,7 +22,9 @@ pub struct Source {
 impl Source {
     /// A source from a text in memory. `path` is where `--fix` would write it back.
     pub fn new(name: impl Into<String>, path: Option<PathBuf>, text: String) -> Self {
-        let line_starts = std::iter::once(0)
+        // The parser does not count a byte order mark as a column: line 1 starts after it.
+        let first = if text.starts_with('\u{feff}') { 3 } else { 0 };
+        let line_starts = std::iter::once(first)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         Self {
@@ -30,6 +32,14 @@ impl Source {
             path,
             text,
             line_starts,
+        }
+    }
+
+    /// The line ending the text uses: `\r\n` when its first line ends so, else `\n`.
+    pub fn newline(&self) -> &'static str {
+        match self.text.find('\n') {
+            Some(i) if i > 0 && self.text.as_bytes()[i - 1] == b'\r' => "\r\n",
+            _ => "\n",
         }
     }
 
@@ -132,11 +142,15 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadError> {
         error,
     };
     for entry in std::fs::read_dir(dir).map_err(error)? {
-        let path = entry.map_err(error)?.path();
+        let entry = entry.map_err(error)?;
+        let path = entry.path();
+        // Symlinks to directories are not followed (a link to `.` would loop); symlinks to
+        // files are read.
+        let link_to_dir = entry.file_type().is_ok_and(|t| t.is_symlink()) && path.is_dir();
         let hidden = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
+        if hidden || link_to_dir {
             continue;
         }
         if path.is_dir() {

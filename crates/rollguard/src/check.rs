@@ -115,11 +115,16 @@ fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
                 .join(", ")
         )));
     }
-    let invalid = |errors: Vec<rollguard_check::InvalidSource>| {
-        for e in &errors[1..] {
+    // Every invalid source is reported, in order; the last one is the failure itself.
+    let invalid = |mut errors: Vec<rollguard_check::InvalidSource>| {
+        let last = errors.pop();
+        for e in &errors {
             eprintln!("error: {e}");
         }
-        Failure::Input(anyhow!(errors[0].clone()))
+        match last {
+            Some(e) => Failure::Input(anyhow!(e)),
+            None => Failure::Input(anyhow!("invalid input")),
+        }
     };
     let (report, sources) = if args.fix {
         let fixed = rollguard_check::fix(&sources, &config).map_err(invalid)?;
@@ -157,27 +162,27 @@ fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
         let report = rollguard_check::check(&sources, &config).map_err(invalid)?;
         (report, sources)
     };
-    // With --dry-run the diff is the output; the report of what would be left follows
-    // only in the human format, on stderr, so the diff can be piped to `patch`.
-    match args.format {
+    // With --dry-run the diff is stdout, so that it can be piped to `patch`; the report of
+    // what would be left, in any format, goes to stderr.
+    let to_stderr = args.dry_run;
+    let text = match args.format {
         Format::Human => {
-            let to_stderr = args.dry_run;
             let color = std::env::var_os("NO_COLOR").is_none()
                 && if to_stderr {
                     std::io::stderr().is_terminal()
                 } else {
                     std::io::stdout().is_terminal()
                 };
-            let text = output::human(&report, &sources, color);
-            if to_stderr {
-                eprint!("{text}");
-            } else {
-                print!("{text}");
-            }
+            output::human(&report, &sources, color)
         }
-        Format::Json => print_json(&output::json(&report, &sources))?,
-        Format::Sarif => print_json(&output::sarif(&report, &sources))?,
-        Format::Github => print!("{}", output::github(&report, &sources)),
+        Format::Json => json_text(&output::json(&report, &sources))?,
+        Format::Sarif => json_text(&output::sarif(&report, &sources))?,
+        Format::Github => output::github(&report, &sources),
+    };
+    if to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
     }
     let failed = report
         .findings
@@ -190,11 +195,10 @@ fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::Run(anyhow!("cannot write JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
+fn json_text(value: &serde_json::Value) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|e| Failure::Run(anyhow!("cannot write JSON: {e}")))
 }
 
 fn load_config(explicit: Option<&PathBuf>) -> Result<Config, Failure> {
