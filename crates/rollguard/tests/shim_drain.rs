@@ -17,17 +17,16 @@ mod common;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Proc, Scratch, free_addr};
+use common::{Log, Proc, Scratch, free_addr};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
@@ -57,46 +56,6 @@ const DRAINED_LINE: &str = "every client connection has closed";
 // ---------------------------------------------------------------------------------------
 // The shim process
 // ---------------------------------------------------------------------------------------
-
-/// Every line a process wrote to stderr so far, read by a thread of its own.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, line: String) {
-        self.0.lock().expect("log lock").push(line);
-    }
-
-    fn find(&self, needle: &str) -> Option<String> {
-        let lines = self.0.lock().expect("log lock");
-        lines.iter().find(|l| l.contains(needle)).cloned()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        let lines = self.0.lock().expect("log lock");
-        lines.iter().filter(|l| l.contains(needle)).count()
-    }
-
-    fn dump(&self) -> String {
-        self.0.lock().expect("log lock").join("\n")
-    }
-
-    /// Waits for a line containing `needle` and returns it.
-    async fn wait_line(&self, needle: &str) -> String {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(line) = self.find(needle) {
-                return line;
-            }
-            assert!(
-                Instant::now() < end,
-                "no log line with {needle:?} within {DEADLINE:?}; log:\n{}",
-                self.dump()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
 
 /// A running `rollguard shim`, SIGKILLed and reaped when dropped.
 struct Shim {
@@ -137,16 +96,9 @@ impl Shim {
             .spawn()
             .expect("start rollguard shim");
         let pipe = child.stderr.take().expect("stderr is piped");
-        let log = Log::default();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                lines.push(line);
-            }
-        });
+        let log = Log::reading(pipe);
         let proc = Proc { child };
-        let line = log.wait_line("proxy listening on ").await;
+        let line = log.wait_line("proxy listening on ", DEADLINE).await;
         let listen = line
             .split("proxy listening on ")
             .nth(1)
@@ -154,7 +106,7 @@ impl Shim {
             .and_then(|addr| addr.trim().parse().ok())
             .unwrap_or_else(|| panic!("no proxy address in {line:?}"));
         // "health endpoints on http://127.0.0.1:PORT: /ready, ..." (the wording may change).
-        let line = log.wait_line("http://").await;
+        let line = log.wait_line("http://", DEADLINE).await;
         let health = line
             .split("http://")
             .nth(1)
@@ -821,7 +773,7 @@ async fn http2_clients_get_goaway_and_their_slow_requests_finish() {
     .await;
 
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line(DRAIN_LINE).await;
+    shim.log.wait_line(DRAIN_LINE, DEADLINE).await;
 
     for (i, (mut sender, conn, slow)) in conns.into_iter().enumerate() {
         let answer = within(&format!("the answer to slow request {i}"), slow)
@@ -860,7 +812,7 @@ async fn http2_clients_get_goaway_and_their_slow_requests_finish() {
 async fn second_signal_skips_to_the_stop(second: Signal) {
     let mut shim = shim_with_naive_app(&["--drain-delay", "60s"]).await;
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line("phase=\"propagation\"").await;
+    shim.log.wait_line("phase=\"propagation\"", DEADLINE).await;
     let sent = Instant::now();
     shim.signal(second);
     shim.expect_exit(DEADLINE, 143).await;
@@ -904,7 +856,7 @@ async fn new_connections_extend_an_adaptive_drain_delay() {
     let mut shim = shim_with_naive_app(&["--drain-delay", "100ms..30s", "--quiet", "2s"]).await;
     let sent = Instant::now();
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line("phase=\"propagation\"").await;
+    shim.log.wait_line("phase=\"propagation\"", DEADLINE).await;
     let mut last_connect = Instant::now();
     let mut served = 0;
     while sent.elapsed() < Duration::from_millis(1500) {
@@ -969,7 +921,7 @@ async fn ready_follows_the_app_and_fails_at_once_on_sigterm() {
     assert_eq!(page.header("x-version"), Some("red"));
 
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line("phase=\"unready\"").await;
+    shim.log.wait_line("phase=\"unready\"", DEADLINE).await;
     let after = fetch(shim.health, "/ready").await.expect("an answer");
     assert_eq!(after.status, StatusCode::SERVICE_UNAVAILABLE, "{after:?}");
     assert_eq!(
@@ -1011,7 +963,7 @@ async fn ready_follows_the_upstream_http_check() {
     shim.wait_ready().await;
 
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line("phase=\"unready\"").await;
+    shim.log.wait_line("phase=\"unready\"", DEADLINE).await;
     assert_eq!(shim.ready().await, Some(StatusCode::SERVICE_UNAVAILABLE));
     shim.signal(Signal::SIGINT);
     shim.expect_exit(DEADLINE, 143).await;
@@ -1186,7 +1138,7 @@ async fn an_upgrade_during_the_drain_keeps_its_headers() {
     assert!(!answer.says_close(), "{answer:?}");
 
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line(DRAIN_LINE).await;
+    shim.log.wait_line(DRAIN_LINE, DEADLINE).await;
     let req = Request::get("/tunnel")
         .header(header::HOST, shim.listen.to_string())
         .header(header::CONNECTION, "upgrade")
@@ -1350,7 +1302,7 @@ async fn an_upgrade_tunnel_holds_the_drain_until_it_closes() {
     read_answer(resp).await.expect("a whole answer");
 
     shim.signal(Signal::SIGTERM);
-    shim.log.wait_line(DRAIN_LINE).await;
+    shim.log.wait_line(DRAIN_LINE, DEADLINE).await;
     let ended = within("the idle connection to close", idle)
         .await
         .expect("connection task");

@@ -24,14 +24,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Proc, Scratch, live_processes, rollguard, wait_until};
+use common::{
+    Log, Proc, ProcStat, Scratch, live_processes, pids, proc_stat, rollguard, wait_until,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -135,38 +135,11 @@ macro_rules! in_both_modes {
 // /proc
 // ---------------------------------------------------------------------------------------
 
-/// One process as `/proc/PID/stat` shows it, zombies included.
-#[derive(Debug, Clone)]
-struct Stat {
-    pid: i32,
-    state: char,
-    ppid: i32,
-    pgrp: i32,
-}
-
-/// The process `pid`, if it exists (even as a zombie).
-fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the parenthesised command name: state, parent pid, process group.
-    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat {
-        pid,
-        state,
-        ppid,
-        pgrp,
-    })
-}
-
 /// Every process (zombies included) whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<Stat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat)
+fn children_of(parent: i32) -> Vec<ProcStat> {
+    pids()
+        .into_iter()
+        .filter_map(proc_stat)
         .filter(|s| s.ppid == parent)
         .collect()
 }
@@ -200,12 +173,10 @@ fn processes_in(dir: &str) -> Vec<(u32, String)> {
 
 /// The first process whose arguments start with `prefix`.
 fn find_process(prefix: &[&str]) -> Option<i32> {
-    let dir = std::fs::read_dir("/proc").ok()?;
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|&pid| {
-            let args = args_of(pid);
-            args.len() >= prefix.len() && args.iter().zip(prefix).all(|(a, p)| a == p)
-        })
+    pids().into_iter().find(|&pid| {
+        let args = args_of(pid);
+        args.len() >= prefix.len() && args.iter().zip(prefix).all(|(a, p)| a == p)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -302,52 +273,6 @@ fn log_traps(who: &str, signals: &[&str]) -> String {
         .iter()
         .map(|sig| format!("trap 'echo \"{who} {sig}\" >> \"$1/log\"' {sig}\n"))
         .collect()
-}
-
-/// Every line a process wrote to stderr so far, read by a thread of its own.
-#[derive(Clone, Default)]
-struct Log {
-    lines: Arc<Mutex<Vec<String>>>,
-    /// Whether every writer has closed the pipe (all lines are in).
-    closed: Arc<AtomicBool>,
-}
-
-impl Log {
-    fn reading(pipe: impl std::io::Read + Send + 'static) -> Log {
-        let log = Log::default();
-        let reader = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                reader.lines.lock().expect("log lock").push(line);
-            }
-            reader.closed.store(true, Ordering::SeqCst);
-        });
-        log
-    }
-
-    /// Waits (at most [`DEADLINE`]) until every writer has closed the pipe.
-    fn wait_closed(&self) {
-        wait_until(DEADLINE, || self.closed.load(Ordering::SeqCst));
-    }
-
-    fn has(&self, needle: &str) -> bool {
-        let lines = self.lines.lock().expect("log lock");
-        lines.iter().any(|l| l.contains(needle))
-    }
-
-    fn dump(&self) -> String {
-        self.lines.lock().expect("log lock").join("\n")
-    }
-
-    /// Waits for a line containing `needle`.
-    fn wait_for(&self, needle: &str) {
-        assert!(
-            wait_until(DEADLINE, || self.has(needle)),
-            "no shim log line with {needle:?} within {DEADLINE:?}; log:\n{}",
-            self.dump()
-        );
-    }
 }
 
 /// A running `rollguard shim` (under `unshare` in PID-namespace mode). When dropped, every
@@ -522,7 +447,7 @@ impl Shim {
     /// Waits until the shim has started the app, so that its signal handlers are in place
     /// (as PID 1 it would drop signals without one).
     fn wait_started(&self) {
-        self.log.wait_for("INFO rollguard_shim: started ");
+        self.log.wait_for("INFO rollguard_shim: started ", DEADLINE);
     }
 
     /// Waits for the shim to exit and returns how.
@@ -598,7 +523,7 @@ fn run_rollguard(args: &[&str]) -> (Option<i32>, String, Duration) {
         );
     };
     let took = started.elapsed();
-    log.wait_closed();
+    log.wait_closed(DEADLINE);
     (status.code(), log.dump(), took)
 }
 
@@ -649,9 +574,10 @@ fn forwards_signals(mode: Mode) {
         let signal: Signal = format!("SIG{name}").parse().expect("a signal name");
         shim.signal(signal);
         case.wait_log(&shim, &format!("app {name}"));
-        shim.log.wait_for(&format!(
-            "SIG{name} received: forwarding SIG{name} to the app's group"
-        ));
+        shim.log.wait_for(
+            &format!("SIG{name} received: forwarding SIG{name} to the app's group"),
+            DEADLINE,
+        );
     }
     // The default target is the group: the helper got those that it traps.
     for name in ["HUP", "USR1", "USR2", "ALRM", "PWR"] {
@@ -688,8 +614,10 @@ fn signal_target_child(mode: Mode) {
         "{mode:?}: USR1 reached the app's group with --signal-target child: {:?}",
         case.log()
     );
-    shim.log
-        .wait_for("SIGUSR1 received: forwarding SIGUSR1 to the app's child");
+    shim.log.wait_for(
+        "SIGUSR1 received: forwarding SIGUSR1 to the app's child",
+        DEADLINE,
+    );
     // The stop signal goes to the app only; the shim then stops the rest of the group.
     shim.signal(Signal::SIGTERM);
     case.wait_log(&shim, "app TERM");
@@ -729,10 +657,14 @@ fn rewrite_forwarded_signals(mode: Mode) {
             case.log()
         );
     }
-    shim.log
-        .wait_for("SIGUSR1 received: forwarding SIGUSR2 to the app's group");
-    shim.log
-        .wait_for("SIGHUP received: forwarding SIGPWR to the app's group");
+    shim.log.wait_for(
+        "SIGUSR1 received: forwarding SIGUSR2 to the app's group",
+        DEADLINE,
+    );
+    shim.log.wait_for(
+        "SIGHUP received: forwarding SIGPWR to the app's group",
+        DEADLINE,
+    );
     shim.signal(Signal::SIGTERM);
     case.wait_log(&shim, "app TERM");
     shim.expect_exit(42);
@@ -806,7 +738,8 @@ fn signals_after_the_stop_signal_are_forwarded(mode: Mode) {
     // The stop signal TERM goes out as USR1.
     shim.signal(Signal::SIGTERM);
     case.wait_log(&shim, "app USR1");
-    shim.log.wait_for("sending SIGUSR1 to the app's group");
+    shim.log
+        .wait_for("sending SIGUSR1 to the app's group", DEADLINE);
     // Forwarded after the stop signal; also a probe: WINCH (28) comes after TERM (15).
     shim.signal(Signal::SIGWINCH);
     case.wait_log(&shim, "app WINCH");
@@ -884,7 +817,7 @@ fn reaps_orphans(mode: Mode) {
     let reaped = wait_until(DEADLINE, || {
         unreaped = orphans
             .iter()
-            .filter_map(|s| stat(s.pid))
+            .filter_map(|s| proc_stat(s.pid))
             .filter(|s| s.ppid == shim_pid)
             .collect();
         unreaped.is_empty()
@@ -895,7 +828,7 @@ fn reaps_orphans(mode: Mode) {
         shim.log.dump()
     );
     assert!(
-        stat(app.pid).is_some_and(|s| s.state != 'Z'),
+        proc_stat(app.pid).is_some_and(|s| s.state != 'Z'),
         "{mode:?}: the app should still run"
     );
     shim.signal(Signal::SIGTERM);
@@ -952,7 +885,7 @@ fn exit_codes(mode: Mode) {
         let mut shim = Shim::start(mode, dir, &[], &[command.as_str(), "arg"]);
         let status = shim.wait_exit();
         let log = shim.log.clone();
-        log.wait_closed();
+        log.wait_closed(DEADLINE);
         assert!(
             status.code() == Some(code) && log.has(&message),
             "{mode:?}: `{command}`: want exit {code} and {message:?}, got {status:?}; log:\n{}",
@@ -1072,7 +1005,7 @@ fn second_signal_skips_the_delay(mode: Mode) {
         case.wait_log(&shim, "app ready");
         let first = Instant::now();
         shim.signal(Signal::SIGTERM);
-        shim.log.wait_for("phase=\"propagation\"");
+        shim.log.wait_for("phase=\"propagation\"", DEADLINE);
         assert_eq!(
             case.count("app TERM"),
             0,
@@ -1286,7 +1219,7 @@ fn huge_duration_case(
     if let Err(status) = shim.wait_app_or_exit(&case, "app ready") {
         // Refusing the value is fine, with a message naming the flag.
         let log = shim.log.clone();
-        log.wait_closed();
+        log.wait_closed(DEADLINE);
         let named = flags.iter().any(|f| f.starts_with("--") && log.has(f));
         if status.code() == Some(2) && named && !log.has("panicked") {
             return Ok(());

@@ -2,10 +2,12 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -33,6 +35,93 @@ pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     cond()
+}
+
+/// Every line a process wrote to a pipe so far, read by a thread of its own.
+#[derive(Clone, Default)]
+pub struct Log {
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Whether every writer has closed the pipe (all lines are in).
+    closed: Arc<AtomicBool>,
+}
+
+impl Log {
+    /// Starts reading `pipe` line by line into a new log.
+    pub fn reading(pipe: impl std::io::Read + Send + 'static) -> Log {
+        let log = Log::default();
+        let reader = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                reader.lines.lock().expect("log lock").push(line);
+            }
+            reader.closed.store(true, Ordering::SeqCst);
+        });
+        log
+    }
+
+    /// Whether every writer has closed the pipe.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The first line containing `needle`.
+    pub fn find(&self, needle: &str) -> Option<String> {
+        let lines = self.lines.lock().expect("log lock");
+        lines.iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    /// Whether a line contains `needle`.
+    pub fn has(&self, needle: &str) -> bool {
+        self.find(needle).is_some()
+    }
+
+    /// Waits (at most `deadline`) until every writer has closed the pipe.
+    pub fn wait_closed(&self, deadline: Duration) -> bool {
+        wait_until(deadline, || self.is_closed())
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        let lines = self.lines.lock().expect("log lock");
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Every line so far.
+    pub fn dump(&self) -> String {
+        self.lines.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits (at most `deadline`) for a line containing `needle` and returns it.
+    pub fn wait_for(&self, needle: &str, deadline: Duration) -> String {
+        let mut found = None;
+        wait_until(deadline, || {
+            found = self.find(needle);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no log line with {needle:?} within {deadline:?}; log:\n{}",
+                self.dump()
+            )
+        })
+    }
+
+    /// [`Log::wait_for`] for async tests: polls without blocking the runtime.
+    pub async fn wait_line(&self, needle: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(line) = self.find(needle) {
+                return line;
+            }
+            assert!(
+                Instant::now() < end,
+                "no log line with {needle:?} within {deadline:?}; log:\n{}",
+                self.dump()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// A child process that is killed (SIGKILL, by its pid) and reaped when dropped.
@@ -129,7 +218,43 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
-/// A running (not zombie) process, as `/proc` shows it.
+/// A process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    pub pid: i32,
+    /// `R`, `S`, `Z`, ...
+    pub state: char,
+    pub ppid: i32,
+    /// The process group.
+    pub pgrp: i32,
+}
+
+/// The process `pid`, if it exists (even as a zombie).
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name: state, parent pid, process group.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// The pid of every process on the machine (zombies included).
+pub fn pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// A running (not zombie) process and its command line.
 pub struct LiveProcess {
     pub pid: u32,
     pub ppid: u32,
@@ -138,20 +263,15 @@ pub struct LiveProcess {
 
 /// Every running process on the machine.
 pub fn live_processes() -> Vec<LiveProcess> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // After the parenthesised command name: state, then the parent pid.
-            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = fields.next()?;
-            let ppid = fields.next()?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (state != "Z").then(|| LiveProcess {
-                pid,
-                ppid,
+    pids()
+        .into_iter()
+        .filter_map(proc_stat)
+        .filter(|s| s.state != 'Z')
+        .filter_map(|s| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", s.pid)).ok()?;
+            Some(LiveProcess {
+                pid: u32::try_from(s.pid).ok()?,
+                ppid: u32::try_from(s.ppid).ok()?,
                 cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
             })
         })
