@@ -37,6 +37,34 @@ pub fn replace_scalar(source: &Source, node: &Node, text: impl Into<String>) -> 
     }
 }
 
+/// Sets the value of `key` in `map` to the plain scalar `text`: a scalar value is
+/// replaced where it is written; an empty one (`key:`) has its line rewritten as
+/// `key: text`. `None` when the value is a collection, an empty value in a flow mapping, or
+/// a value written on a later line than its key.
+pub fn set_entry(source: &Source, map: &Node, key: &str, text: &str) -> Option<Edit> {
+    let (k, v) = map.entry(key)?;
+    if matches!(v.value, Value::Map(_) | Value::Seq(_)) {
+        return None;
+    }
+    if !v.empty {
+        return Some(replace_scalar(source, v, text));
+    }
+    if map.flow {
+        return None;
+    }
+    let line_end = source.text[k.start..]
+        .find('\n')
+        .map_or(source.text.len(), |i| k.start + i);
+    let line = source.text[k.start..line_end].trim_end_matches('\r');
+    // What follows the key on its line is a colon, spaces and maybe a comment.
+    let kept = line.find(" #").unwrap_or(line.len());
+    let end = k.start + line[..kept].trim_end().len();
+    Some(Edit {
+        range: k.start..end,
+        text: format!("{}: {text}", &line[..line.find(':')?]),
+    })
+}
+
 /// Replaces the string scalar `node` with `text`, keeping its quotes if it had any: an
 /// exec argument must stay a string.
 pub fn replace_string(source: &Source, node: &Node, text: &str) -> Edit {
@@ -64,11 +92,22 @@ pub fn insert_entries(
     let indent_of = |at: usize| text[line_start(at)..at].chars().count();
     // Before the first key that starts its own line: the new keys become its siblings.
     let newline = source.newline();
+    let step = indent_step(text, map);
     if let Some((key, _)) = map.entries().iter().find(|(k, _)| starts_line(k.start)) {
-        let at = line_start(key.start);
+        let mut at = line_start(key.start);
+        // Above the comment lines that introduce the key, so that they stay with it.
+        while at > 0 {
+            let above = line_start(at - 1);
+            let line = &text[above..at];
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            if !line.trim_start().starts_with('#') || indent != indent_of(key.start) {
+                break;
+            }
+            at = above;
+        }
         return Some(Edit {
             range: at..at,
-            text: render(entries, indent_of(key.start), newline),
+            text: render(entries, indent_of(key.start), step, newline),
         });
     }
     // A mapping whose keys all follow a `- ` on their line: after the first entry, when its
@@ -87,11 +126,54 @@ pub fn insert_entries(
     };
     Some(Edit {
         range: at..at,
-        text: format!("{lead}{}", render(entries, indent_of(key.start), newline)),
+        text: format!(
+            "{lead}{}",
+            render(entries, indent_of(key.start), step, newline)
+        ),
     })
 }
 
-fn render(entries: &[(&'static str, Fragment)], indent: usize, newline: &str) -> String {
+/// The indentation step the file uses: how much deeper the keys of a nested block mapping
+/// sit than their parent key, in `map` or else anywhere in the text (2 when nothing shows
+/// it).
+fn indent_step(text: &str, map: &Node) -> usize {
+    let column = |at: usize| at - text[..at].rfind('\n').map_or(0, |i| i + 1);
+    map.entries()
+        .iter()
+        .find_map(|(k, v)| {
+            let (inner, _) = v.entries().first()?;
+            let starts_line = text[..inner.start]
+                .rsplit('\n')
+                .next()
+                .is_some_and(|before| before.bytes().all(|b| b == b' '));
+            (!v.flow && starts_line && column(inner.start) > column(k.start))
+                .then(|| column(inner.start) - column(k.start))
+        })
+        .or_else(|| text_indent_step(text))
+        .unwrap_or(2)
+}
+
+/// The indentation step of the first `key:` line followed by a deeper key line.
+fn text_indent_step(text: &str) -> Option<usize> {
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    lines.windows(2).find_map(|w| {
+        let (parent, child) = (w[0].trim_end(), w[1]);
+        let opens = parent.ends_with(':') && !parent.trim_start().starts_with('-');
+        let deeper = indent(child) > indent(parent) && !child.trim_start().starts_with('-');
+        (opens && deeper).then(|| indent(child) - indent(parent))
+    })
+}
+
+fn render(
+    entries: &[(&'static str, Fragment)],
+    indent: usize,
+    step: usize,
+    newline: &str,
+) -> String {
     let mut out = String::new();
     for (key, value) in entries {
         out.push_str(&" ".repeat(indent));
@@ -105,7 +187,7 @@ fn render(entries: &[(&'static str, Fragment)], indent: usize, newline: &str) ->
             }
             Fragment::Map(inner) => {
                 out.push_str(newline);
-                out.push_str(&render(inner, indent + 2, newline));
+                out.push_str(&render(inner, indent + step, step, newline));
             }
         }
     }

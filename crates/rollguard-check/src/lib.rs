@@ -129,7 +129,7 @@ fn collect<'a>(source: usize, doc: &'a Node, objects: &mut Vec<Object<'a>>, summ
         *summary.skipped.entry("(none)".into()).or_default() += 1;
         return;
     };
-    if object.kind == "List" || object.kind.ends_with("List") {
+    if object.kind.ends_with("List") {
         for item in doc.get("items").map_or(&[][..], Node::items) {
             collect(source, item, objects, summary);
         }
@@ -163,6 +163,8 @@ pub fn fix(sources: &[Source], config: &Config) -> Result<Fixed, Vec<InvalidSour
     let mut changed = std::collections::BTreeSet::new();
     let mut edits = 0;
     let mut report = check(&current, config)?;
+    // A fix can reveal one more (a new delay, then the grace period it needs); four rounds
+    // are more than any chain of the rules' fixes.
     for _ in 0..4 {
         let mut any = false;
         let mut next = current.clone();

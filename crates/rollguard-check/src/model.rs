@@ -26,7 +26,7 @@ pub struct Object<'a> {
     pub source: usize,
     /// `kind`.
     pub kind: &'a str,
-    /// `metadata.name` (empty when absent, e.g. with `generateName`).
+    /// `metadata.name`, else `metadata.generateName`, else empty.
     pub name: &'a str,
     /// `metadata.namespace`, when written.
     pub namespace: Option<&'a str>,
@@ -63,9 +63,14 @@ impl<'a> Object<'a> {
         )
     }
 
-    /// Whether `other` is in the same namespace.
+    /// Whether `other` may be in the same namespace: an object that names none goes
+    /// wherever it is applied (`kubectl apply -n NS`, `helm install -n NS`), so it matches
+    /// any.
     pub fn same_namespace(&self, other: &Object<'_>) -> bool {
-        self.namespace.unwrap_or("default") == other.namespace.unwrap_or("default")
+        match (self.namespace, other.namespace) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
     }
 
     /// Where findings about the object as a whole point: its `metadata.name`, or the
@@ -368,6 +373,11 @@ impl Shim {
         while let Some(arg) = args.next() {
             if arg == "--" {
                 shim.sidecar = args.next().is_none();
+                break;
+            }
+            // The command may also follow the flags without `--`.
+            if !arg.starts_with('-') {
+                shim.sidecar = false;
                 break;
             }
             let (flag, inline) = match arg.split_once('=') {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::catalogue::{RULES, Severity};
@@ -32,7 +33,7 @@ pub fn human(report: &Report, sources: &[Source], color: bool) -> String {
         if let Some(c) = &f.container {
             let _ = write!(subject, ", container {c}");
         }
-        let report = [
+        let message = [
             level
                 .clone()
                 .primary_title(f.message.as_str())
@@ -49,7 +50,7 @@ pub fn human(report: &Report, sources: &[Source], color: bool) -> String {
                 ),
             Group::with_title(Level::HELP.secondary_title(f.fix.as_str())),
         ];
-        out.push_str(&renderer.render(&report));
+        out.push_str(&renderer.render(&message));
         out.push_str("\n\n");
     }
     out.push_str(&summary_line(report));
@@ -147,39 +148,74 @@ pub fn summary_line(report: &Report) -> String {
     line
 }
 
-/// The JSON report (documented in docs/check.md).
-pub fn json(report: &Report, sources: &[Source]) -> Value {
-    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
-    let s = &report.summary;
-    json!({
-        "version": JSON_VERSION,
-        "findings": report.findings.iter().map(|f| finding_json(f, sources)).collect::<Vec<_>>(),
-        "summary": {
-            "files": s.files,
-            "documents": s.documents,
-            "objects": s.objects,
-            "skipped": s.skipped.values().sum::<usize>(),
-            "skipped_kinds": s.skipped,
-            "errors": count(Severity::Error),
-            "warnings": count(Severity::Warning),
-            "infos": count(Severity::Info),
-        },
-    })
+/// The JSON report (documented in docs/check.md); fields in the documented order.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    version: u32,
+    findings: Vec<JsonFinding<'a>>,
+    summary: JsonSummary<'a>,
 }
 
-fn finding_json(f: &Finding, sources: &[Source]) -> Value {
-    json!({
-        "rule": f.rule.id,
-        "severity": f.severity,
-        "file": sources[f.source].name,
-        "line": f.line,
-        "column": f.column,
-        "object": f.object,
-        "container": f.container,
-        "message": f.message,
-        "fix": f.fix,
-        "fixable": f.edit.is_some(),
-    })
+#[derive(Serialize)]
+struct JsonFinding<'a> {
+    rule: &'static str,
+    severity: Severity,
+    file: &'a str,
+    line: usize,
+    column: usize,
+    object: &'a str,
+    container: Option<&'a str>,
+    message: &'a str,
+    fix: &'a str,
+    fixable: bool,
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    files: usize,
+    documents: usize,
+    objects: usize,
+    skipped: usize,
+    skipped_kinds: &'a std::collections::BTreeMap<String, usize>,
+    errors: usize,
+    warnings: usize,
+    infos: usize,
+}
+
+/// The JSON report, pretty-printed with a final newline (documented in docs/check.md).
+pub fn json(report: &Report, sources: &[Source]) -> serde_json::Result<String> {
+    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
+    let s = &report.summary;
+    let doc = JsonReport {
+        version: JSON_VERSION,
+        findings: report
+            .findings
+            .iter()
+            .map(|f| JsonFinding {
+                rule: f.rule.id,
+                severity: f.severity,
+                file: &sources[f.source].name,
+                line: f.line,
+                column: f.column,
+                object: &f.object,
+                container: f.container.as_deref(),
+                message: &f.message,
+                fix: &f.fix,
+                fixable: f.edit.is_some(),
+            })
+            .collect(),
+        summary: JsonSummary {
+            files: s.files,
+            documents: s.documents,
+            objects: s.objects,
+            skipped: s.skipped.values().sum(),
+            skipped_kinds: &s.skipped,
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            infos: count(Severity::Info),
+        },
+    };
+    serde_json::to_string_pretty(&doc).map(|text| text + "\n")
 }
 
 /// A SARIF 2.1.0 log with one run: every rule in `tool.driver.rules`, every finding a
@@ -237,6 +273,7 @@ pub fn sarif(report: &Report, sources: &[Source]) -> Value {
                 "informationUri": "https://github.com/rollguard/rollguard",
                 "rules": rules,
             }},
+            "columnKind": "unicodeCodePoints",
             "results": results,
         }],
     })

@@ -1,13 +1,13 @@
 //! The rules: each reads the model and reports findings, with an edit when the fix is safe.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use rollguard_core::rollout::{IntOrPercent, RollingUpdate, RollingUpdateError};
 
 use crate::catalogue::{Rule, Severity, rule};
 use crate::config::Config;
-use crate::fix::{Edit, Fragment, insert_entries, replace_scalar, replace_string};
-use crate::model::{Container, Object, Workload, sleep_seconds};
+use crate::fix::{Edit, Fragment, insert_entries, replace_string, set_entry};
+use crate::model::{Container, Object, Shim, Workload, sleep_seconds};
 use crate::source::Source;
 use crate::yaml::{Node, Value};
 
@@ -40,18 +40,27 @@ pub struct Finding {
 
 /// Runs every rule over `objects` and returns the findings sorted by place.
 pub fn run(sources: &[Source], objects: &[Object<'_>], config: &Config) -> Vec<Finding> {
+    let related = Related::new(objects);
     let mut cx = Cx {
         sources,
         config,
-        objects,
+        related: &related,
         findings: Vec::new(),
     };
     let workloads: Vec<Workload<'_>> = objects.iter().copied().filter_map(Workload::new).collect();
+    // For RG011: the replicated workloads each budget selects, with their replica counts.
+    let mut budgets: Vec<Vec<(&Workload<'_>, i64)>> = vec![Vec::new(); related.pdbs.len()];
     for w in &workloads {
-        cx.workload(w);
+        let pdbs = related.pdbs_selecting(w);
+        if w.is_replicated() {
+            for &i in &pdbs {
+                budgets[i].push((w, related.replicas(w)));
+            }
+        }
+        cx.workload(w, !pdbs.is_empty());
     }
-    for pdb in objects.iter().filter(|o| o.kind == "PodDisruptionBudget") {
-        cx.pdb(pdb, &workloads);
+    for (pdb, selected) in related.pdbs.iter().zip(&budgets) {
+        cx.pdb(pdb, selected);
     }
     let mut findings = cx.findings;
     findings.sort_by(|a, b| (a.source, a.at, a.rule.id).cmp(&(b.source, b.at, b.rule.id)));
@@ -61,8 +70,125 @@ pub fn run(sources: &[Source], objects: &[Object<'_>], config: &Config) -> Vec<F
 struct Cx<'s, 'a> {
     sources: &'s [Source],
     config: &'s Config,
-    objects: &'s [Object<'a>],
+    related: &'s Related<'a>,
     findings: Vec<Finding>,
+}
+
+/// The objects workloads are related to, indexed so that relating every workload costs
+/// about one lookup per pod label rather than a scan of every object.
+struct Related<'a> {
+    /// Services, by the first label of their selector (a Service selects a pod only if
+    /// the pod has every label of it, so the first one in particular).
+    services: HashMap<(&'a str, String), Vec<Object<'a>>>,
+    /// Every PodDisruptionBudget.
+    pdbs: Vec<Object<'a>>,
+    /// Indexes into `pdbs`, by the first `matchLabels` entry of their selector.
+    pdbs_by_label: HashMap<(&'a str, String), Vec<usize>>,
+    /// Indexes into `pdbs` of those without `matchLabels`, checked against every workload.
+    pdbs_unindexed: Vec<usize>,
+    /// HorizontalPodAutoscalers, by the kind and name of their target.
+    hpas: HashMap<(&'a str, &'a str), Vec<Object<'a>>>,
+}
+
+impl<'a> Related<'a> {
+    fn new(objects: &[Object<'a>]) -> Self {
+        let first_label = |selector: Option<&'a Node>| {
+            let (k, v) = selector?.entries().first()?;
+            Some((k.as_str()?, v.scalar_text()?))
+        };
+        let mut related = Related {
+            services: HashMap::new(),
+            pdbs: Vec::new(),
+            pdbs_by_label: HashMap::new(),
+            pdbs_unindexed: Vec::new(),
+            hpas: HashMap::new(),
+        };
+        for o in objects {
+            match o.kind {
+                "Service" => {
+                    if let Some(key) = first_label(o.spec().and_then(|s| s.get("selector"))) {
+                        related.services.entry(key).or_default().push(*o);
+                    }
+                }
+                "PodDisruptionBudget" => {
+                    let index = related.pdbs.len();
+                    related.pdbs.push(*o);
+                    let labels = o.spec().and_then(|s| s.at(&["selector", "matchLabels"]));
+                    match first_label(labels) {
+                        Some(key) => related.pdbs_by_label.entry(key).or_default().push(index),
+                        None => related.pdbs_unindexed.push(index),
+                    }
+                }
+                "HorizontalPodAutoscaler" => {
+                    let target = o.spec().and_then(|s| s.get("scaleTargetRef"));
+                    let field = |f| target.and_then(|t| t.get(f)).and_then(Node::as_str);
+                    if let (Some(kind), Some(name)) = (field("kind"), field("name")) {
+                        related.hpas.entry((kind, name)).or_default().push(*o);
+                    }
+                }
+                _ => {}
+            }
+        }
+        related
+    }
+
+    /// The workload's pod labels as index keys.
+    fn label_keys(w: &Workload<'a>) -> impl Iterator<Item = (&'a str, String)> {
+        w.labels()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?, v.scalar_text()?)))
+    }
+
+    /// The Services that select the workload's pods.
+    fn services_selecting(&self, w: &Workload<'a>) -> Vec<&Object<'a>> {
+        Self::label_keys(w)
+            .filter_map(|key| self.services.get(&key))
+            .flatten()
+            .filter(|s| w.selected_by_service(s))
+            .collect()
+    }
+
+    /// Indexes into `pdbs` of the budgets that select the workload's pods.
+    fn pdbs_selecting(&self, w: &Workload<'a>) -> Vec<usize> {
+        let mut found: Vec<usize> = Self::label_keys(w)
+            .filter_map(|key| self.pdbs_by_label.get(&key))
+            .flatten()
+            .chain(&self.pdbs_unindexed)
+            .copied()
+            .filter(|&i| {
+                let pdb = &self.pdbs[i];
+                pdb.same_namespace(&w.object)
+                    && pdb
+                        .spec()
+                        .and_then(|s| s.get("selector"))
+                        .is_some_and(|s| w.selected_by(s))
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// `minReplicas` of the HorizontalPodAutoscaler that scales the workload.
+    fn hpa_min_replicas(&self, w: &Workload<'_>) -> Option<i64> {
+        self.hpas
+            .get(&(w.object.kind, w.object.name))?
+            .iter()
+            .find(|o| o.same_namespace(&w.object))
+            .map(|o| {
+                o.spec()
+                    .and_then(|s| s.get("minReplicas"))
+                    .and_then(Node::as_i64)
+                    .unwrap_or(1)
+            })
+    }
+
+    /// The replicas a workload keeps: its HPA's minReplicas, else `spec.replicas`, else 1.
+    fn replicas(&self, w: &Workload<'_>) -> i64 {
+        self.hpa_min_replicas(w)
+            .or(w.replicas().map(|(r, _)| r))
+            .unwrap_or(1)
+    }
 }
 
 /// Where a finding is and what it is about.
@@ -70,6 +196,15 @@ struct Place<'n> {
     object: Object<'n>,
     ignored: BTreeSet<String>,
     container: Option<String>,
+}
+
+/// Where a preStop delay is written, for `--fix` to raise it.
+#[derive(Clone, Copy)]
+enum Editable<'a> {
+    /// `sleep.seconds`: the `sleep` mapping (the value is set as a plain integer).
+    Seconds(&'a Node),
+    /// The operand of an exec `sleep N` (a string: its quotes are kept).
+    Operand(&'a Node),
 }
 
 /// A delay before SIGTERM reaches a serving container's process.
@@ -82,7 +217,7 @@ enum Delay<'a> {
         max: f64,
         how: String,
         at: &'a Node,
-        editable: Option<&'a Node>,
+        editable: Option<Editable<'a>>,
         /// The drain time after the delay, when the shim sets it.
         drain: Option<f64>,
     },
@@ -91,8 +226,8 @@ enum Delay<'a> {
 }
 
 impl<'s, 'a> Cx<'s, 'a> {
-    fn report(&mut self, id: &str, place: &Place<'_>, at: usize, message: String) -> Option<()> {
-        self.report_with(id, place, at, message, None)
+    fn report(&mut self, id: &str, place: &Place<'_>, at: usize, message: String) {
+        self.report_with(id, place, at, message, None);
     }
 
     fn report_with(
@@ -102,11 +237,13 @@ impl<'s, 'a> Cx<'s, 'a> {
         at: usize,
         message: String,
         edit: Option<Edit>,
-    ) -> Option<()> {
-        let rule = rule(id)?;
-        let severity = self.config.severity(rule.id)?;
+    ) {
+        let Some(rule) = rule(id) else { return };
+        let Some(severity) = self.config.severity(rule.id) else {
+            return;
+        };
         if place.ignored.contains(rule.id) || place.ignored.contains("ALL") {
-            return None;
+            return;
         }
         let source = place.object.source;
         let (line, column) = self.sources[source].line_col(at);
@@ -123,14 +260,13 @@ impl<'s, 'a> Cx<'s, 'a> {
             fix: rule.fix.to_owned(),
             edit,
         });
-        Some(())
     }
 
     fn source(&self, object: &Object<'_>) -> &'s Source {
         &self.sources[object.source]
     }
 
-    fn workload(&mut self, w: &Workload<'a>) {
+    fn workload(&mut self, w: &Workload<'a>, has_pdb: bool) {
         let mut ignored = ignore_list(w.object.annotation("rollguard/ignore"));
         ignored.extend(ignore_list(w.pod_annotation("rollguard/ignore")));
         let place = |container: Option<&Container<'_>>| Place {
@@ -139,15 +275,11 @@ impl<'s, 'a> Cx<'s, 'a> {
             container: container.map(|c| c.name.to_owned()),
         };
         let containers = w.containers();
-        let services: Vec<&Object<'a>> = self
-            .objects
-            .iter()
-            .filter(|o| o.kind == "Service" && w.selected_by_service(o))
-            .collect();
+        let services = self.related.services_selecting(w);
         let serving = serving_containers(&containers, &services);
         let serves = serving.iter().any(|s| *s);
-        let hpa_min = self.hpa_min_replicas(w);
-        let replicas = hpa_min.or(w.replicas().map(|(r, _)| r)).unwrap_or(1);
+        let hpa_min = self.related.hpa_min_replicas(w);
+        let replicas = self.related.replicas(w);
 
         for (c, &is_serving) in containers.iter().zip(&serving) {
             let p = place(Some(c));
@@ -168,7 +300,7 @@ impl<'s, 'a> Cx<'s, 'a> {
                 self.delay_before_sigterm(w, c, &containers, &p);
             }
         }
-        self.grace_period(w, &containers, &serving, &place(None));
+        self.grace_period(w, &containers, &serving, &place);
         self.sidecar_order(w, &containers, &place);
         if !serves {
             return;
@@ -187,12 +319,12 @@ impl<'s, 'a> Cx<'s, 'a> {
                     &p,
                     anchor,
                     format!(
-                        "{} runs {replicas} replica{hpa}: one eviction or crash leaves its Service with no endpoint",
+                        "{} runs {replicas} replica{hpa}: one eviction or crash leaves no pod to serve",
                         w.object.id()
                     ),
                 );
             }
-            if replicas >= 2 && !self.has_pdb(w) {
+            if replicas >= 2 && !has_pdb {
                 self.report(
                     "RG010",
                     &p,
@@ -292,8 +424,17 @@ impl<'s, 'a> Cx<'s, 'a> {
             return;
         }
         let commands = split_commands(&script);
-        let Some(last) = commands.last() else { return };
-        if commands.len() < 2 || last.starts_with("exec ") {
+        let execs = |i: usize| {
+            commands
+                .get(i)
+                .is_some_and(|(cmd, _)| cmd.split_whitespace().next() == Some("exec"))
+        };
+        let n = commands.len();
+        let Some((last, joined)) = commands.last() else {
+            return;
+        };
+        // `exec ./server || true`: what follows an `exec` runs only if it failed.
+        if n < 2 || execs(n - 1) || (*joined && execs(n - 2)) {
             return;
         }
         self.report(
@@ -355,9 +496,10 @@ impl<'s, 'a> Cx<'s, 'a> {
                 ..
             } if min < budget => {
                 let source = self.source(&w.object);
-                let edit = editable.map(|n| match n.as_str() {
-                    Some(_) => replace_string(source, n, &budget_secs.to_string()),
-                    None => replace_scalar(source, n, budget_secs.to_string()),
+                let value = budget_secs.to_string();
+                let edit = editable.and_then(|e| match e {
+                    Editable::Seconds(sleep) => set_entry(source, sleep, "seconds", &value),
+                    Editable::Operand(n) => Some(replace_string(source, n, &value)),
                 });
                 self.report_with(
                     "RG004",
@@ -446,10 +588,10 @@ impl<'s, 'a> Cx<'s, 'a> {
         w: &Workload<'a>,
         containers: &[Container<'a>],
         serving: &[bool],
-        p: &Place<'_>,
+        place: &dyn Fn(Option<&Container<'_>>) -> Place<'a>,
     ) {
         let drain_budget = self.config.drain.as_secs_f64();
-        let mut worst: Option<(f64, String, &'a Node)> = None;
+        let mut worst: Option<(f64, String, &'a Node, &Container<'a>)> = None;
         for (c, _) in containers.iter().zip(serving).filter(|(_, s)| **s) {
             if let Delay::Known {
                 max,
@@ -464,15 +606,16 @@ impl<'s, 'a> Cx<'s, 'a> {
                     None => (drain_budget, "the drain budget"),
                 };
                 let need = max + drain;
-                if worst.as_ref().is_none_or(|(n, _, _)| need > *n) {
+                if worst.as_ref().is_none_or(|(n, ..)| need > *n) {
                     let why = format!("{how} ({}) plus {what} ({})", secs(max), secs(drain));
-                    worst = Some((need, why, at));
+                    worst = Some((need, why, at, c));
                 }
             }
         }
-        let Some((need, why, delay_at)) = worst else {
+        let Some((need, why, delay_at, container)) = worst else {
             return;
         };
+        let p = &place(Some(container));
         let (grace, grace_node) = match w.grace_period() {
             Some((g, n)) => (g, Some(n)),
             None => (30, None),
@@ -487,11 +630,18 @@ impl<'s, 'a> Cx<'s, 'a> {
         let fixed = need.ceil() as i64;
         let source = self.source(&w.object);
         let edit = match grace_node {
-            Some(n) => Some(replace_scalar(source, n, fixed.to_string())),
-            None if unreadable => w
-                .pod
-                .entry("terminationGracePeriodSeconds")
-                .and_then(|(k, v)| replace_entry_line(source, k, v, &fixed.to_string())),
+            Some(_) => set_entry(
+                source,
+                w.pod,
+                "terminationGracePeriodSeconds",
+                &fixed.to_string(),
+            ),
+            None if unreadable => set_entry(
+                source,
+                w.pod,
+                "terminationGracePeriodSeconds",
+                &fixed.to_string(),
+            ),
             None => insert_entries(
                 source,
                 w.pod,
@@ -614,26 +764,13 @@ impl<'s, 'a> Cx<'s, 'a> {
     }
 
     /// RG011: a budget that allows no disruption, or every one.
-    fn pdb(&mut self, pdb: &Object<'a>, workloads: &[Workload<'a>]) {
+    fn pdb(&mut self, pdb: &Object<'a>, selected: &[(&Workload<'a>, i64)]) {
         let Some(spec) = pdb.spec() else { return };
         let place = Place {
             object: *pdb,
             ignored: ignore_list(pdb.annotation("rollguard/ignore")),
             container: None,
         };
-        let selector = spec.get("selector");
-        let selected: Vec<(&Workload<'a>, i64)> = workloads
-            .iter()
-            .filter(|w| w.is_replicated() && w.object.same_namespace(pdb))
-            .filter(|w| selector.is_some_and(|s| w.selected_by(s)))
-            .map(|w| {
-                let r = self
-                    .hpa_min_replicas(w)
-                    .or(w.replicas().map(|(r, _)| r))
-                    .unwrap_or(1);
-                (w, r)
-            })
-            .collect();
         for field in ["minAvailable", "maxUnavailable"] {
             let Some(node) = spec.get(field) else {
                 continue;
@@ -691,34 +828,6 @@ impl<'s, 'a> Cx<'s, 'a> {
             }
         }
     }
-
-    fn hpa_min_replicas(&self, w: &Workload<'_>) -> Option<i64> {
-        self.objects
-            .iter()
-            .filter(|o| o.kind == "HorizontalPodAutoscaler" && o.same_namespace(&w.object))
-            .find(|o| {
-                let target = o.spec().and_then(|s| s.get("scaleTargetRef"));
-                target.and_then(|t| t.get("kind")).and_then(Node::as_str) == Some(w.object.kind)
-                    && target.and_then(|t| t.get("name")).and_then(Node::as_str)
-                        == Some(w.object.name)
-            })
-            .map(|o| {
-                o.spec()
-                    .and_then(|s| s.get("minReplicas"))
-                    .and_then(Node::as_i64)
-                    .unwrap_or(1)
-            })
-    }
-
-    fn has_pdb(&self, w: &Workload<'_>) -> bool {
-        self.objects.iter().any(|o| {
-            o.kind == "PodDisruptionBudget"
-                && o.same_namespace(&w.object)
-                && o.spec()
-                    .and_then(|s| s.get("selector"))
-                    .is_some_and(|s| w.selected_by(s))
-        })
-    }
 }
 
 /// The edit that sets `maxSurge: 1` and `maxUnavailable: 0` in `rolling`: existing
@@ -728,7 +837,7 @@ fn safe_rolling_update(source: &Source, rolling: &Node) -> Option<Edit> {
     let mut missing = Vec::new();
     for (key, value) in [("maxSurge", "1"), ("maxUnavailable", "0")] {
         match rolling.get(key) {
-            Some(node) => edits.push(replace_scalar(source, node, value)),
+            Some(_) => edits.push(set_entry(source, rolling, key, value)?),
             None => missing.push((key, Fragment::Scalar(value.into()))),
         }
     }
@@ -755,33 +864,18 @@ fn safe_rolling_update(source: &Source, rolling: &Node) -> Option<Edit> {
     })
 }
 
-/// Rewrites a one-line `key: value` entry whose value is null or not a number as
-/// `key: text`, keeping what precedes the key and any comment after the value.
-fn replace_entry_line(source: &Source, key: &Node, value: &Node, text: &str) -> Option<Edit> {
-    if matches!(value.value, Value::Map(_) | Value::Seq(_)) {
-        return None;
-    }
-    let line_end = source.text[key.start..]
-        .find('\n')
-        .map_or(source.text.len(), |i| key.start + i);
-    // A value that starts on a later line (a multi-line scalar) is left alone.
-    if !matches!(value.value, Value::Null) && value.start > line_end {
-        return None;
-    }
-    let line = &source.text[key.start..line_end];
-    let kept = line.find(" #").unwrap_or(line.len());
-    let end = key.start + line[..kept].trim_end().len();
-    let name = key.as_str()?;
-    Some(Edit {
-        range: key.start..end,
-        text: format!("{name}: {text}"),
-    })
-}
-
-/// Which containers serve traffic: those that declare ports, and the one a selecting
-/// Service's targetPort names (the first app container when none declares it).
+/// Which containers serve traffic. When a Service selects the pod: the containers its
+/// targetPorts name (the first app container when none declares one). Otherwise: the app
+/// containers that declare ports (a native sidecar with ports is usually a proxy's admin or
+/// health port, and gets SIGTERM only after the app has exited).
 fn serving_containers(containers: &[Container<'_>], services: &[&Object<'_>]) -> Vec<bool> {
-    let mut serving: Vec<bool> = containers.iter().map(|c| !c.ports().is_empty()).collect();
+    if services.is_empty() {
+        return containers
+            .iter()
+            .map(|c| !c.native_sidecar && !c.ports().is_empty())
+            .collect();
+    }
+    let mut serving = vec![false; containers.len()];
     for service in services {
         let ports = service
             .spec()
@@ -815,20 +909,8 @@ fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
         drain: None,
     };
     if let Some(shim) = &c.shim {
-        let (lo, hi) = (
-            shim.drain_delay.0.as_secs_f64(),
-            shim.drain_delay.1.as_secs_f64(),
-        );
-        let drain = Some((shim.drain_timeout + shim.stop_timeout).as_secs_f64());
         if !shim.sidecar || !c.native_sidecar {
-            return Delay::Known {
-                min: lo,
-                max: hi,
-                how: "the shim's --drain-delay".into(),
-                at: c.node,
-                editable: None,
-                drain,
-            };
+            return shim_delay(shim, "the shim's --drain-delay", c.node);
         }
         // A native sidecar drains when an app container's preStop calls its /prestop.
         let hooked = containers.iter().find_map(|other| {
@@ -838,28 +920,26 @@ fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
                 .then_some(hook)
         });
         return match hooked {
-            Some(hook) => Delay::Known {
-                min: lo,
-                max: hi,
-                how: "the shim's /prestop hook".into(),
-                at: hook,
-                editable: None,
-                drain,
-            },
+            Some(hook) => shim_delay(shim, "the shim's /prestop hook", hook),
             None => Delay::None,
         };
     }
     let Some(pre_stop) = c.pre_stop() else {
         return Delay::None;
     };
-    if let Some(seconds) = pre_stop.at(&["sleep", "seconds"]) {
-        let s = seconds.as_i64().unwrap_or(0) as f64;
+    if let Some(sleep) = pre_stop.get("sleep") {
+        let seconds = sleep.get("seconds");
+        let s = seconds
+            .and_then(Node::scalar_text)
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(0.0);
         return Delay::Known {
             min: s,
             max: s,
             how: "preStop sleep".into(),
-            at: seconds,
-            editable: Some(seconds),
+            at: seconds.unwrap_or(sleep),
+            editable: Some(Editable::Seconds(sleep)),
             drain: None,
         };
     }
@@ -871,16 +951,17 @@ fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
             .collect();
         let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
         match argv.first().map(|a| base(a)).as_deref() {
-            Some("sleep") if argv.len() == 2 => {
+            // Only when every item is a scalar do the argv and the items line up.
+            Some("sleep") if argv.len() == 2 && command.items().len() == 2 => {
                 if let Some(s) = sleep_seconds(&argv[1]) {
                     let operand = &command.items()[1];
-                    let plain = operand.as_i64().is_some() || argv[1].parse::<u64>().is_ok();
+                    let plain = argv[1].parse::<u64>().is_ok();
                     return Delay::Known {
                         min: s,
                         max: s,
                         how: "preStop `sleep`".into(),
                         at: operand,
-                        editable: plain.then_some(operand),
+                        editable: plain.then_some(Editable::Operand(operand)),
                         drain: None,
                     };
                 }
@@ -901,7 +982,7 @@ fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
         if let Some(script) = shell_argv_script(&argv) {
             let total = split_commands(&script)
                 .iter()
-                .filter_map(|cmd| {
+                .filter_map(|(cmd, _)| {
                     let mut words = cmd.split_whitespace();
                     (words.next().map(base).as_deref() == Some("sleep"))
                         .then(|| words.next().and_then(sleep_seconds))
@@ -923,17 +1004,22 @@ fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
             (shim.health_port == Some(n) && path == Some("/prestop")).then_some(shim)
         });
         if let Some(shim) = shim {
-            return Delay::Known {
-                min: shim.drain_delay.0.as_secs_f64(),
-                max: shim.drain_delay.1.as_secs_f64(),
-                how: "the shim's /prestop hook".into(),
-                at: hook,
-                editable: None,
-                drain: Some((shim.drain_timeout + shim.stop_timeout).as_secs_f64()),
-            };
+            return shim_delay(shim, "the shim's /prestop hook", hook);
         }
     }
     Delay::Unknown
+}
+
+/// The delay a shim gives: its drain delay, then its drain and stop timeouts.
+fn shim_delay<'a>(shim: &Shim, how: &str, at: &'a Node) -> Delay<'a> {
+    Delay::Known {
+        min: shim.drain_delay.0.as_secs_f64(),
+        max: shim.drain_delay.1.as_secs_f64(),
+        how: how.into(),
+        at,
+        editable: None,
+        drain: Some(shim.drain_timeout.as_secs_f64() + shim.stop_timeout.as_secs_f64()),
+    }
 }
 
 /// The script of a container run as `sh -c SCRIPT`, with the node holding it.
@@ -958,15 +1044,50 @@ fn shell_argv_script(argv: &[String]) -> Option<String> {
     argv.get(flag + 2).cloned()
 }
 
-/// The simple commands of a shell script, split at `;`, `&&`, `||`, `|`, `&` and newlines;
-/// comments and blank parts left out.
-fn split_commands(script: &str) -> Vec<String> {
-    script
-        .split(['\n', ';', '|', '&'])
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with('#'))
-        .map(str::to_owned)
-        .collect()
+/// The simple commands of a shell script, split at `;`, `&&`, `||`, `|`, `&` and newlines
+/// outside quotes (redirections such as `2>&1`, `&>` and `>|` are not separators), each
+/// with whether `&&` or `||` joins it to the one before. Comments and blank parts are left
+/// out.
+fn split_commands(script: &str) -> Vec<(String, bool)> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    let mut joined = false;
+    let mut quote = None;
+    let mut chars = script.chars().peekable();
+    let mut previous = ' ';
+    let mut push = |current: &mut String, joined: bool| {
+        let cmd = current.trim();
+        if !cmd.is_empty() && !cmd.starts_with('#') {
+            commands.push((cmd.to_owned(), joined));
+        }
+        current.clear();
+    };
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '&' | '|') if previous == '>' || chars.peek() == Some(&'>') => {}
+            (None, '&' | '|') if chars.peek() == Some(&c) => {
+                chars.next();
+                push(&mut current, joined);
+                joined = true;
+                previous = c;
+                continue;
+            }
+            (None, '\n' | ';' | '&' | '|') => {
+                push(&mut current, joined);
+                joined = false;
+                previous = c;
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+        previous = c;
+    }
+    push(&mut current, joined);
+    commands
 }
 
 fn is_proxy(c: &Container<'_>) -> bool {

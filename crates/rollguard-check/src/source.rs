@@ -17,6 +17,8 @@ pub struct Source {
     pub text: String,
     /// Byte offset of the start of every line.
     line_starts: Vec<usize>,
+    /// Whether each line is ASCII, where a column is a byte offset.
+    ascii: Vec<bool>,
 }
 
 impl Source {
@@ -26,12 +28,21 @@ impl Source {
         let first = if text.starts_with('\u{feff}') { 3 } else { 0 };
         let line_starts = std::iter::once(first)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect::<Vec<_>>();
+        let ascii = line_starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| {
+                let end = line_starts.get(i + 1).copied().unwrap_or(text.len());
+                text.as_bytes()[start..end].is_ascii()
+            })
             .collect();
         Self {
             name: name.into(),
             path,
             text,
             line_starts,
+            ascii,
         }
     }
 
@@ -54,9 +65,13 @@ impl Source {
     /// The byte offset of 1-based `line` and 0-based character column `col`, clamped to
     /// the text.
     pub fn offset(&self, line: usize, col: usize) -> usize {
-        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+        let index = line.saturating_sub(1);
+        let Some(&start) = self.line_starts.get(index) else {
             return self.text.len();
         };
+        if self.ascii[index] {
+            return (start + col).min(self.text.len());
+        }
         let rest = &self.text[start..];
         let within = rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i);
         start + within
@@ -67,7 +82,11 @@ impl Source {
         let at = at.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= at).max(1);
         let start = self.line_starts[line - 1];
-        let col = self.text[start..at].chars().count() + 1;
+        let col = if self.ascii[line - 1] {
+            at - start + 1
+        } else {
+            self.text[start..at].chars().count() + 1
+        };
         (line, col)
     }
 

@@ -20,12 +20,15 @@ pub struct Node {
     pub start: usize,
     /// Whether the node is a flow collection (`{...}` or `[...]`).
     pub flow: bool,
+    /// Whether the node is a null written as nothing at all (`key:` with no value), which
+    /// has no text of its own to replace.
+    pub empty: bool,
 }
 
 /// The value of a [`Node`].
 #[derive(Debug, Clone)]
 pub enum Value {
-    /// `~`, `null`, an empty value, or an alias (aliases are not followed).
+    /// `~`, `null`, or an empty value.
     Null,
     /// `true` or `false`.
     Bool(bool),
@@ -54,6 +57,7 @@ pub struct SyntaxError {
 
 /// Parses every document of `source`.
 pub fn parse(source: &Source) -> Result<Vec<Node>, SyntaxError> {
+    check_depth(&source.text)?;
     // The parser should never panic; if a malformed input finds a bug in it, report the
     // input as invalid rather than taking the whole run down.
     let loaded = catch_unwind(AssertUnwindSafe(|| MarkedYaml::load_from_str(&source.text)));
@@ -82,6 +86,10 @@ pub fn parse(source: &Source) -> Result<Vec<Node>, SyntaxError> {
 fn convert(node: &MarkedYaml<'_>, source: &Source) -> Node {
     let start = source.offset(node.span.start.line(), node.span.start.col());
     let flow = matches!(source.text.as_bytes().get(start), Some(b'{' | b'['));
+    // An empty value's position is where the parser noticed it: the `:` before it, or the
+    // next token; a written null starts with `~`, `n` or `N`.
+    let empty = matches!(node.data, YamlData::Value(Scalar::Null))
+        && !matches!(source.text.as_bytes().get(start), Some(b'~' | b'n' | b'N'));
     let value = match &node.data {
         YamlData::Value(scalar) => match scalar {
             Scalar::Null => Value::Null,
@@ -100,7 +108,45 @@ fn convert(node: &MarkedYaml<'_>, source: &Source) -> Node {
         YamlData::Representation(text, _, _) => Value::Str(text.to_string()),
         YamlData::Alias(_) | YamlData::BadValue => Value::Null,
     };
-    Node { value, start, flow }
+    Node {
+        value,
+        start,
+        flow,
+        empty,
+    }
+}
+
+/// The deepest nesting [`parse`] accepts. The parser recurses once per level, so a
+/// pathological input (`- - - - ...` ten thousand times) would overflow the stack.
+pub const MAX_DEPTH: usize = 500;
+
+/// Rejects text that may nest deeper than [`MAX_DEPTH`]: in block style a level needs at
+/// least one column of indentation or a `- `, in flow style a bracket.
+fn check_depth(text: &str) -> Result<(), SyntaxError> {
+    let mut flow = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '-', '?', ':']).len();
+        let mut quote = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => flow += 1,
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if indent + flow > MAX_DEPTH {
+            return Err(SyntaxError {
+                line: index + 1,
+                column: 1,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Node {

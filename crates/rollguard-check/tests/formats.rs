@@ -47,7 +47,9 @@ fn human_output() {
 #[test]
 fn json_output() {
     let (report, sources) = report();
-    let json = serde_json::to_string_pretty(&output::json(&report, &sources)).expect("JSON");
+    let json = output::json(&report, &sources).expect("JSON");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(parsed["version"], 1);
     insta::assert_snapshot!(json);
 }
 

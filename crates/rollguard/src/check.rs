@@ -167,7 +167,8 @@ fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
     let to_stderr = args.dry_run;
     let text = match args.format {
         Format::Human => {
-            let color = std::env::var_os("NO_COLOR").is_none()
+            // NO_COLOR turns colors off when set to anything but the empty string.
+            let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
                 && if to_stderr {
                     std::io::stderr().is_terminal()
                 } else {
@@ -175,7 +176,8 @@ fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
                 };
             output::human(&report, &sources, color)
         }
-        Format::Json => json_text(&output::json(&report, &sources))?,
+        Format::Json => output::json(&report, &sources)
+            .map_err(|e| Failure::Run(anyhow!("cannot write JSON: {e}")))?,
         Format::Sarif => json_text(&output::sarif(&report, &sources))?,
         Format::Github => output::github(&report, &sources),
     };
