@@ -5,7 +5,7 @@
 //! HorizontalPodAutoscalers around them, and runs the rules of the [`catalogue`]: missing
 //! readiness, no delay before SIGTERM, a grace period the drain does not fit in, rollout
 //! parameters that can take every replica down, and the rest. Every finding points at the
-//! field (`file:line:col`), and the safe ones come with an edit that [`fix`] applies
+//! field (`file:line:col`), and the safe ones come with an edit that [`fix()`] applies
 //! without touching any other byte.
 //!
 //! ```
@@ -142,7 +142,7 @@ fn collect<'a>(source: usize, doc: &'a Node, objects: &mut Vec<Object<'a>>, summ
     }
 }
 
-/// The outcome of [`fix`].
+/// The outcome of [`fix()`].
 #[derive(Debug, Clone)]
 pub struct Fixed {
     /// Every source, with the fixed text where something changed.
