@@ -51,6 +51,16 @@ pub struct Report {
     pub summary: Summary,
 }
 
+impl Report {
+    /// How many findings have `severity`.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+}
+
 /// Counts of what a check read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {

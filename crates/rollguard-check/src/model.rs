@@ -188,15 +188,26 @@ impl<'a> Workload<'a> {
         Some((node.as_i64()?, node))
     }
 
+    /// The value of the pod label `key`, as text.
+    fn label(&self, key: &str) -> Option<String> {
+        self.labels()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .and_then(|(_, v)| v.scalar_text())
+    }
+
+    /// Whether the pods carry every label of `wanted` (a `matchLabels` or a Service's
+    /// `selector`), values compared as text.
+    fn has_labels(&self, wanted: &[(Node, Node)]) -> bool {
+        wanted.iter().all(|(k, v)| {
+            k.as_str()
+                .and_then(|k| self.label(k))
+                .is_some_and(|have| Some(have) == v.scalar_text())
+        })
+    }
+
     /// Whether a label selector (`matchLabels` and `matchExpressions`) selects these pods.
     pub fn selected_by(&self, selector: &Node) -> bool {
-        let labels = self.labels();
-        let label = |key: &str| {
-            labels
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .and_then(|(_, v)| v.scalar_text())
-        };
         let match_labels = selector.get("matchLabels").map_or(&[][..], Node::entries);
         let expressions = selector
             .get("matchExpressions")
@@ -205,11 +216,7 @@ impl<'a> Workload<'a> {
             // An empty selector selects every pod of the namespace (PDB semantics).
             return true;
         }
-        let labels_ok = match_labels.iter().all(|(k, v)| {
-            k.as_str()
-                .is_some_and(|k| label(k).is_some() && label(k) == v.scalar_text())
-        });
-        labels_ok
+        self.has_labels(match_labels)
             && expressions.iter().all(|e| {
                 let Some(key) = e.get("key").and_then(Node::as_str) else {
                     return false;
@@ -220,7 +227,7 @@ impl<'a> Workload<'a> {
                     .iter()
                     .filter_map(Node::scalar_text)
                     .collect();
-                let value = label(key);
+                let value = self.label(key);
                 match e.get("operator").and_then(Node::as_str) {
                     Some("In") => value.is_some_and(|v| values.contains(&v)),
                     Some("NotIn") => value.is_none_or(|v| !values.contains(&v)),
@@ -239,13 +246,7 @@ impl<'a> Workload<'a> {
         let Some(selector) = service.spec().and_then(|s| s.get("selector")) else {
             return false;
         };
-        let labels = self.labels();
-        !selector.entries().is_empty()
-            && selector.entries().iter().all(|(k, v)| {
-                labels.iter().any(|(lk, lv)| {
-                    lk.as_str().is_some() && lk.as_str() == k.as_str() && lv.same_as(v)
-                })
-            })
+        !selector.entries().is_empty() && self.has_labels(selector.entries())
     }
 }
 

@@ -128,14 +128,13 @@ fn level(severity: Severity) -> Level<'static> {
 
 /// One line: what was found and what was read.
 pub fn summary_line(report: &Report) -> String {
-    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
     let n = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let s = &report.summary;
     let mut line = format!(
         "{}, {}, {} in {} ({}, {})",
-        n(count(Severity::Error), "error"),
-        n(count(Severity::Warning), "warning"),
-        n(count(Severity::Info), "info"),
+        n(report.count(Severity::Error), "error"),
+        n(report.count(Severity::Warning), "warning"),
+        n(report.count(Severity::Info), "info"),
         n(s.objects, "object"),
         n(s.documents, "document"),
         n(s.files, "file"),
@@ -184,7 +183,6 @@ struct JsonSummary<'a> {
 
 /// The JSON report, pretty-printed with a final newline (documented in docs/check.md).
 pub fn json(report: &Report, sources: &[Source]) -> serde_json::Result<String> {
-    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
     let s = &report.summary;
     let doc = JsonReport {
         version: JSON_VERSION,
@@ -210,9 +208,9 @@ pub fn json(report: &Report, sources: &[Source]) -> serde_json::Result<String> {
             objects: s.objects,
             skipped: s.skipped.values().sum(),
             skipped_kinds: &s.skipped,
-            errors: count(Severity::Error),
-            warnings: count(Severity::Warning),
-            infos: count(Severity::Info),
+            errors: report.count(Severity::Error),
+            warnings: report.count(Severity::Warning),
+            infos: report.count(Severity::Info),
         },
     };
     serde_json::to_string_pretty(&doc).map(|text| text + "\n")

@@ -62,12 +62,13 @@ pub fn run(sources: &[Source], objects: &[Object<'_>], config: &Config) -> Vec<F
     let mut budgets: Vec<Vec<(&Workload<'_>, i64)>> = vec![Vec::new(); related.pdbs.len()];
     for w in &workloads {
         let pdbs = related.pdbs_selecting(w);
+        let replicas = related.replicas(w);
         if w.is_replicated() {
             for &i in &pdbs {
-                budgets[i].push((w, related.replicas(w)));
+                budgets[i].push((w, replicas));
             }
         }
-        cx.workload(w, !pdbs.is_empty());
+        cx.workload(w, replicas, !pdbs.is_empty());
     }
     for (pdb, selected) in related.pdbs.iter().zip(&budgets) {
         cx.pdb(pdb, selected);
@@ -132,7 +133,7 @@ impl<'s, 'a> Cx<'s, 'a> {
         &self.sources[object.source]
     }
 
-    fn workload(&mut self, w: &Workload<'a>, has_pdb: bool) {
+    fn workload(&mut self, w: &Workload<'a>, replicas: i64, has_pdb: bool) {
         let mut ignored = ignore_list(w.object.annotation("rollguard/ignore"));
         ignored.extend(ignore_list(w.pod_annotation("rollguard/ignore")));
         let place = |container: Option<&Container<'_>>| Place {
@@ -145,7 +146,6 @@ impl<'s, 'a> Cx<'s, 'a> {
         let serving = serving_containers(&containers, &services);
         let serves = serving.iter().any(|s| *s);
         let hpa_min = self.related.hpa_min_replicas(w);
-        let replicas = self.related.replicas(w);
 
         for (c, &is_serving) in containers.iter().zip(&serving) {
             let p = place(Some(c));
