@@ -19,14 +19,14 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Log, Proc, Scratch, free_addr};
+use common::{Log, Proc, Scratch, free_addr, spawn_piped};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
@@ -80,24 +80,18 @@ impl Shim {
     /// Starts `rollguard shim --upstream UPSTREAM FLAGS -- COMMAND` on free loopback ports
     /// and waits until the proxy and the health endpoints listen.
     async fn start(upstream: SocketAddr, flags: &[&str], command: &[&str]) -> Shim {
-        let mut child = Command::new(BIN)
-            .args(["shim", "--listen", "127.0.0.1:0", "--health-listen"])
-            .args(["127.0.0.1:0", "--upstream", &upstream.to_string()])
-            .args(flags)
-            .arg("--")
-            .args(command)
-            .env("NO_COLOR", "1")
-            // The demo app logs "slow request started" at debug: it tells when one is in
-            // flight.
-            .env("RUST_LOG", "info,rollguard_demo=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rollguard shim");
-        let pipe = child.stderr.take().expect("stderr is piped");
+        let (proc, pipe) = spawn_piped(
+            Command::new(BIN)
+                .args(["shim", "--listen", "127.0.0.1:0", "--health-listen"])
+                .args(["127.0.0.1:0", "--upstream", &upstream.to_string()])
+                .args(flags)
+                .arg("--")
+                .args(command)
+                // The demo app logs "slow request started" at debug: it tells when one is
+                // in flight.
+                .env("RUST_LOG", "info,rollguard_demo=debug"),
+        );
         let log = Log::reading(pipe);
-        let proc = Proc { child };
         let line = log.wait_line("proxy listening on ", DEADLINE).await;
         let listen = line
             .split("proxy listening on ")

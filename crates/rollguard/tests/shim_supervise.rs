@@ -30,7 +30,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{
-    Log, Proc, ProcStat, Scratch, live_processes, pids, proc_stat, rollguard, wait_until,
+    Log, Proc, ProcStat, Scratch, live_processes, pids, proc_stat, rollguard, spawn_piped,
+    wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -312,20 +313,13 @@ impl Shim {
             }
             Mode::Subreaper => Command::new(BIN),
         };
-        let mut child = cmd
-            .args(["shim", "--no-proxy"])
-            .args(flags)
-            .arg("--")
-            .args(command)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,rollguard_shim=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rollguard shim");
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let proc = Proc { child };
+        let (proc, pipe) = spawn_piped(
+            cmd.args(["shim", "--no-proxy"])
+                .args(flags)
+                .arg("--")
+                .args(command)
+                .env("RUST_LOG", "info,rollguard_shim=debug"),
+        );
         let pid = match mode {
             Mode::Subreaper => Some(proc.pid().as_raw()),
             Mode::PidNamespace => None,

@@ -124,6 +124,20 @@ impl Log {
     }
 }
 
+/// Starts `cmd` without colours, with stdin and stdout closed and stderr piped: the
+/// process (killed when dropped) and its stderr.
+pub fn spawn_piped(cmd: &mut Command) -> (Proc, std::process::ChildStderr) {
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let pipe = child.stderr.take().expect("stderr is piped");
+    (Proc { child }, pipe)
+}
+
 /// A child process that is killed (SIGKILL, by its pid) and reaped when dropped.
 pub struct Proc {
     pub child: Child,
