@@ -20,6 +20,7 @@ use crate::source::Source;
 use crate::yaml::Node;
 
 use related::Related;
+use timing::{Delay, delay};
 
 /// One problem found in a manifest.
 #[derive(Debug, Clone)]
@@ -146,8 +147,15 @@ impl<'s, 'a> Cx<'s, 'a> {
         let serving = serving_containers(&containers, &services);
         let serves = serving.iter().any(|s| *s);
         let hpa_min = self.related.hpa_min_replicas(w);
+        // The delay before SIGTERM of each serving container (none for the others), which
+        // RG004, RG005 and RG006 all judge.
+        let delays: Vec<Option<Delay<'a>>> = containers
+            .iter()
+            .zip(&serving)
+            .map(|(c, &s)| s.then(|| delay(c, &containers)))
+            .collect();
 
-        for (c, &is_serving) in containers.iter().zip(&serving) {
+        for ((c, &is_serving), d) in containers.iter().zip(&serving).zip(&delays) {
             let p = place(Some(c));
             if is_serving && c.probe("readinessProbe").is_none() {
                 self.report(
@@ -162,11 +170,11 @@ impl<'s, 'a> Cx<'s, 'a> {
             }
             self.probes(c, &p);
             self.shell_form(c, &p);
-            if is_serving {
-                self.delay_before_sigterm(w, c, &containers, &p);
+            if let Some(d) = d {
+                self.delay_before_sigterm(w, c, d, &containers, &p);
             }
         }
-        self.grace_period(w, &containers, &serving, &place);
+        self.grace_period(w, &containers, &delays, &place);
         self.sidecar_order(w, &containers, &place);
         if !serves {
             return;

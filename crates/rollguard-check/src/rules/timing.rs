@@ -11,7 +11,7 @@ use super::{Cx, Place, secs};
 
 /// Where a preStop delay is written, for `--fix` to raise it.
 #[derive(Clone, Copy)]
-enum Editable<'a> {
+pub(super) enum Editable<'a> {
     /// `sleep.seconds`: the `sleep` mapping (the value is set as a plain integer).
     Seconds(&'a Node),
     /// The operand of an exec `sleep N` (a string: its quotes are kept).
@@ -19,7 +19,7 @@ enum Editable<'a> {
 }
 
 /// A delay before SIGTERM reaches a serving container's process.
-enum Delay<'a> {
+pub(super) enum Delay<'a> {
     /// None at all.
     None,
     /// Seconds (shortest and longest), how it is made, and the scalar `--fix` may raise.
@@ -42,12 +42,13 @@ impl<'a> Cx<'_, 'a> {
         &mut self,
         w: &Workload<'a>,
         c: &Container<'a>,
+        delay: &Delay<'a>,
         containers: &[Container<'a>],
         p: &Place<'_>,
     ) {
         let budget = self.config.propagation.as_secs_f64();
         let budget_secs = budget.ceil() as i64;
-        match delay(c, containers) {
+        match *delay {
             Delay::None => {
                 if let Some(shim) = c.shim.as_ref().filter(|s| s.sidecar && c.native_sidecar) {
                     let port = shim
@@ -79,7 +80,7 @@ impl<'a> Cx<'_, 'a> {
             }
             Delay::Known {
                 min,
-                how,
+                ref how,
                 at,
                 editable,
                 ..
@@ -176,21 +177,22 @@ impl<'a> Cx<'_, 'a> {
         &mut self,
         w: &Workload<'a>,
         containers: &[Container<'a>],
-        serving: &[bool],
+        delays: &[Option<Delay<'a>>],
         place: &dyn Fn(Option<&Container<'_>>) -> Place<'a>,
     ) {
         let drain_budget = self.config.drain.as_secs_f64();
         let mut worst: Option<(f64, String, &'a Node, &Container<'a>)> = None;
-        for (c, _) in containers.iter().zip(serving).filter(|(_, s)| **s) {
-            if let Delay::Known {
+        for (c, d) in containers.iter().zip(delays) {
+            if let Some(Delay::Known {
                 max,
                 how,
                 at,
                 drain,
                 ..
-            } = delay(c, containers)
+            }) = d
             {
-                let (drain, what) = match drain {
+                let (max, at) = (*max, *at);
+                let (drain, what) = match *drain {
                     Some(d) => (d, "the shim's drain and stop timeouts"),
                     None => (drain_budget, "the drain budget"),
                 };
@@ -211,34 +213,29 @@ impl<'a> Cx<'_, 'a> {
         };
         // Written but not an integer (a null Helm rendered, a string): the API server
         // defaults or rejects it; the fix writes the value over it.
-        let unreadable =
-            grace_node.is_none() && w.pod.get("terminationGracePeriodSeconds").is_some();
+        let written_key = w.pod.get("terminationGracePeriodSeconds").is_some();
+        let unreadable = grace_node.is_none() && written_key;
         if need <= grace as f64 {
             return;
         }
         let fixed = need.ceil() as i64;
         let source = self.source(&w.object);
-        let edit = match grace_node {
-            Some(_) => set_entry(
+        let edit = if written_key {
+            set_entry(
                 source,
                 w.pod,
                 "terminationGracePeriodSeconds",
                 &fixed.to_string(),
-            ),
-            None if unreadable => set_entry(
-                source,
-                w.pod,
-                "terminationGracePeriodSeconds",
-                &fixed.to_string(),
-            ),
-            None => insert_entries(
+            )
+        } else {
+            insert_entries(
                 source,
                 w.pod,
                 &[(
                     "terminationGracePeriodSeconds",
                     Fragment::Scalar(fixed.to_string()),
                 )],
-            ),
+            )
         };
         let written = match (grace_node, unreadable) {
             (Some(_), _) => "",
@@ -259,7 +256,7 @@ impl<'a> Cx<'_, 'a> {
 }
 
 /// The delay before SIGTERM reaches container `c`.
-fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
+pub(super) fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Delay<'a> {
     let known = |min: f64, max: f64, how: String, at: &'a Node| Delay::Known {
         min,
         max,
