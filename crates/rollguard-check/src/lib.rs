@@ -176,8 +176,7 @@ pub fn fix(sources: &[Source], config: &Config) -> Result<Fixed, Vec<InvalidSour
     // A fix can reveal one more (a new delay, then the grace period it needs); four rounds
     // are more than any chain of the rules' fixes.
     for _ in 0..4 {
-        let mut any = false;
-        let mut next = current.clone();
+        let mut replaced = Vec::new();
         for (index, source) in current.iter().enumerate() {
             let found: Vec<&fix::Edit> = report
                 .findings
@@ -194,15 +193,16 @@ pub fn fix(sources: &[Source], config: &Config) -> Result<Fixed, Vec<InvalidSour
             // did not foresee), the file is left as it was.
             if candidate.text != source.text && yaml::parse(&candidate).is_ok() {
                 edits += found.len();
-                next[index] = candidate;
-                changed.insert(index);
-                any = true;
+                replaced.push((index, candidate));
             }
         }
-        if !any {
+        if replaced.is_empty() {
             break;
         }
-        current = next;
+        for (index, source) in replaced {
+            current[index] = source;
+            changed.insert(index);
+        }
         report = check(&current, config)?;
     }
     Ok(Fixed {
