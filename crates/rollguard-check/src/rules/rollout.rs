@@ -36,24 +36,23 @@ impl<'a> Cx<'_, 'a> {
         };
         let surge_node = rolling.get("maxSurge");
         let unavailable_node = rolling.get("maxUnavailable");
-        let parse = |n: Option<&Node>, default: u32| -> Option<IntOrPercent> {
-            match n {
-                None => Some(IntOrPercent::Percent(default)),
-                // A null (`maxSurge:` left empty) gets the default, as in the API server.
-                Some(n) if matches!(n.value, Value::Null) => Some(IntOrPercent::Percent(default)),
-                Some(n) => n.scalar_text()?.parse().ok(),
-            }
+        // A field absent or left empty gets Kubernetes' default, as in the API server.
+        let defaults = RollingUpdate::default();
+        let parse = |n: Option<&Node>, default: IntOrPercent| match n {
+            Some(n) if !matches!(n.value, Value::Null) => n.scalar_text()?.parse().ok(),
+            _ => Some(default),
         };
-        let (Some(max_surge), Some(max_unavailable)) =
-            (parse(surge_node, 25), parse(unavailable_node, 25))
-        else {
+        let (Some(max_surge), Some(max_unavailable)) = (
+            parse(surge_node, defaults.max_surge),
+            parse(unavailable_node, defaults.max_unavailable),
+        ) else {
             return;
         };
         let update = RollingUpdate {
             max_surge,
             max_unavailable,
         };
-        let count = u32::try_from(replicas.max(0)).unwrap_or(u32::MAX);
+        let count = replica_count(replicas);
         let problem = match update.resolve(count) {
             Err(RollingUpdateError::BothZero) => {
                 Some("maxSurge and maxUnavailable are both 0 (the API server rejects that)".into())
@@ -93,7 +92,7 @@ impl<'a> Cx<'_, 'a> {
                 continue;
             };
             let allowed = |replicas: i64| -> i64 {
-                let r = u32::try_from(replicas.max(0)).unwrap_or(u32::MAX);
+                let r = replica_count(replicas);
                 let n = i64::from(value.scaled(r, true));
                 if field == "minAvailable" {
                     replicas - n
@@ -173,4 +172,9 @@ fn safe_rolling_update(source: &Source, rolling: &Node) -> Option<Edit> {
         range: first..last,
         text,
     })
+}
+
+/// A replica count as the rollout math takes it (negative counts as 0).
+fn replica_count(replicas: i64) -> u32 {
+    u32::try_from(replicas.max(0)).unwrap_or(u32::MAX)
 }
