@@ -87,27 +87,30 @@ pub fn insert_entries(
         return None;
     }
     let text = &source.text;
-    let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let starts_line = |at: usize| text[line_start(at)..at].bytes().all(|b| b == b' ');
-    let indent_of = |at: usize| text[line_start(at)..at].chars().count();
+    let line_start = |at: usize| source.line_range(at).start;
     // Before the first key that starts its own line: the new keys become its siblings.
     let newline = source.newline();
-    let step = indent_step(text, map);
-    if let Some((key, _)) = map.entries().iter().find(|(k, _)| starts_line(k.start)) {
+    let step = indent_step(source, map);
+    let first_on_its_line = map
+        .entries()
+        .iter()
+        .find(|(k, _)| source.starts_line(k.start));
+    if let Some((key, _)) = first_on_its_line {
+        let indent = source.column(key.start);
         let mut at = line_start(key.start);
         // Above the comment lines that introduce the key, so that they stay with it.
         while at > 0 {
             let above = line_start(at - 1);
             let line = &text[above..at];
-            let indent = line.len() - line.trim_start_matches(' ').len();
-            if !line.trim_start().starts_with('#') || indent != indent_of(key.start) {
+            let line_indent = line.len() - line.trim_start_matches(' ').len();
+            if !line.trim_start().starts_with('#') || line_indent != indent {
                 break;
             }
             at = above;
         }
         return Some(Edit {
             range: at..at,
-            text: render(entries, indent_of(key.start), step, newline),
+            text: render(entries, indent, step, newline),
         });
     }
     // A mapping whose keys all follow a `- ` on their line: after the first entry, when its
@@ -128,7 +131,7 @@ pub fn insert_entries(
         range: at..at,
         text: format!(
             "{lead}{}",
-            render(entries, indent_of(key.start), step, newline)
+            render(entries, source.column(key.start), step, newline)
         ),
     })
 }
@@ -136,20 +139,15 @@ pub fn insert_entries(
 /// The indentation step the file uses: how much deeper the keys of a nested block mapping
 /// sit than their parent key, in `map` or else anywhere in the text (2 when nothing shows
 /// it).
-fn indent_step(text: &str, map: &Node) -> usize {
-    let column = |at: usize| at - text[..at].rfind('\n').map_or(0, |i| i + 1);
+fn indent_step(source: &Source, map: &Node) -> usize {
     map.entries()
         .iter()
         .find_map(|(k, v)| {
-            let (inner, _) = v.entries().first()?;
-            let starts_line = text[..inner.start]
-                .rsplit('\n')
-                .next()
-                .is_some_and(|before| before.bytes().all(|b| b == b' '));
-            (!v.flow && starts_line && column(inner.start) > column(k.start))
-                .then(|| column(inner.start) - column(k.start))
+            let (first, _) = v.entries().first()?;
+            let (outer, inner) = (source.column(k.start), source.column(first.start));
+            (!v.flow && source.starts_line(first.start) && inner > outer).then(|| inner - outer)
         })
-        .or_else(|| text_indent_step(text))
+        .or_else(|| text_indent_step(&source.text))
         .unwrap_or(2)
 }
 

@@ -99,6 +99,17 @@ impl Source {
             .map_or(self.text.len(), |i| start + i);
         start..end
     }
+
+    /// The 0-based character column of byte offset `at`.
+    pub fn column(&self, at: usize) -> usize {
+        self.line_col(at).1 - 1
+    }
+
+    /// Whether only spaces precede byte offset `at` on its line.
+    pub fn starts_line(&self, at: usize) -> bool {
+        let start = self.line_range(at).start;
+        self.text[start.min(at)..at].bytes().all(|b| b == b' ')
+    }
 }
 
 /// A source that could not be read.
