@@ -3,18 +3,50 @@
 # directly, through `rollguard shim` (which runs that app as its child) and through haproxy
 # in front of the same app, interleaved, in one run. Prints the median req/s and p99 per
 # target, what each hop adds over direct, and the shim's ratios to haproxy.
-# Usage: bench/shim.sh [SECONDS]   (ROUNDS=N, default 3; HAPROXY_MT=0 skips the
-#                                   multi-threaded haproxy run)
+#
+# Layouts (LAYOUT=...):
+#   pod     (default) the pod and its client on separate cores, as in a cluster: the app and
+#           the proxy share CPU 1, as a sidecar shares its pod's CPU limit; wrk, one thread,
+#           runs alone on CPU 0, so its own scheduling stays out of the measurement.
+#   shared  everything floats over every core: wrk -t2, the proxy and the app compete, and a
+#           second haproxy with its default thread count runs for reference.
+# Usage: bench/shim.sh [SECONDS]   (ROUNDS=N, default 5; LAYOUT=pod|shared|both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 
 secs=${1:-10}
 conns=64
-rounds=${ROUNDS:-3}
-need_debs wrk:wrk haproxy:haproxy curl:curl python3:python3
+rounds=${ROUNDS:-5}
+layout=${LAYOUT:-pod}
+case $layout in
+  pod | shared) ;;
+  both)
+    LAYOUT=pod bench/shim.sh "$secs"
+    echo
+    exec env LAYOUT=shared bench/shim.sh "$secs"
+    ;;
+  *)
+    echo "LAYOUT must be pod, shared or both, not '$layout'" >&2
+    exit 2
+    ;;
+esac
+if [ "$layout" = pod ] && [ "$(nproc)" -lt 2 ]; then
+  echo "the pod layout needs 2 cores, this machine has $(nproc): running the shared layout" >&2
+  layout=shared
+fi
+need_debs wrk:wrk haproxy:haproxy curl:curl python3:python3 taskset:util-linux
 cargo build --release --quiet
 rg=$PWD/target/release/rollguard
+if [ "$layout" = pod ]; then
+  pod=(taskset -c 1)
+  client=(taskset -c 0)
+  wrk_threads=1
+else
+  pod=()
+  client=()
+  wrk_threads=2
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -33,7 +65,7 @@ trap cleanup EXIT
 # The shim, with the demo app as its child: "direct" and both haproxys use that same app.
 app_port=$(free_port)
 shim_port=$(free_port)
-$rg shim --listen "127.0.0.1:$shim_port" --upstream "127.0.0.1:$app_port" --drain-delay 0 \
+"${pod[@]}" "$rg" shim --listen "127.0.0.1:$shim_port" --upstream "127.0.0.1:$app_port" --drain-delay 0 \
   -- "$rg" demo-app --listen "127.0.0.1:$app_port" >"$work/shim.log" 2>&1 &
 pids+=($!)
 shim_pid=$!
@@ -67,7 +99,7 @@ backend app
   server app 127.0.0.1:$app_port
 CONF
   } >"$cfg"
-  haproxy -db -f "$cfg" >"$work/haproxy-$port.log" 2>&1 &
+  "${pod[@]}" haproxy -db -f "$cfg" >"$work/haproxy-$port.log" 2>&1 &
   pids+=($!)
   HAPROXY_PID=$!
   wait_port "$port"
@@ -84,7 +116,8 @@ url[haproxy]="http://127.0.0.1:$ha1_port/"
 label[direct]="direct (demo-app)"
 label[shim]="rollguard shim"
 label[haproxy]="haproxy, nbthread 1"
-if [ "${HAPROXY_MT:-1}" != 0 ]; then
+# A pod limited to one core gives haproxy's default thread count one thread too.
+if [ "$layout" = shared ]; then
   ha_mt_port=$(free_port)
   start_haproxy "$ha_mt_port" auto
   targets+=(haproxy_mt)
@@ -104,7 +137,7 @@ done
 # One wrk run: prints "req/s p99_ms errors requests", errors being socket errors plus
 # non-2xx/3xx answers.
 wrk_once() {
-  wrk -t2 -c$conns -d${secs}s --latency "$1" | awk '
+  "${client[@]}" wrk -t$wrk_threads -c$conns -d${secs}s --latency "$1" | awk '
     / requests in / { n = $1 }
     /^Requests\/sec:/ { rps = $2 }
     $1 == "99%" {
@@ -120,9 +153,14 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-echo "wrk -t2 -c$conns --latency, keep-alive, ${secs}s each, $rounds rounds, $(nproc) cores" >&2
+if [ "$layout" = pod ]; then
+  where="layout pod: wrk on CPU 0, the app and the proxy on CPU 1"
+else
+  where="layout shared: wrk, the proxy and the app over all $(nproc) cores"
+fi
+echo "wrk -t$wrk_threads -c$conns --latency, keep-alive, ${secs}s each, $rounds rounds; $where" >&2
 # A short warm-up per target, so that pooled upstream connections exist before measuring.
-for t in "${targets[@]}"; do wrk -t2 -c$conns -d1s "${url[$t]}" >/dev/null; done
+for t in "${targets[@]}"; do "${client[@]}" wrk -t$wrk_threads -c$conns -d1s "${url[$t]}" >/dev/null; done
 
 declare -A rps_runs p99_runs errors ticks reqs
 for t in "${targets[@]}"; do errors[$t]=0 ticks[$t]=0 reqs[$t]=0; done
@@ -168,7 +206,7 @@ printf 'shim added p99 / haproxy added p99:  %5s   goal <= 1.0: %s (shim %+.2f m
   "$(ratio "${added[shim]}" "${added[haproxy]}")" "$(verdict "${added[shim]}" '<=' "${added[haproxy]}")" \
   "${added[shim]}" "${added[haproxy]}"
 printf 'shim p99 / haproxy p99:              %5s\n' "$(ratio "${p99[shim]}" "${p99[haproxy]}")"
-echo "(haproxy = nbthread 1, the sidecar setup; errors = wrk socket errors + non-2xx/3xx answers;"
+echo "($where; haproxy = nbthread 1, the sidecar setup; errors = wrk socket errors + non-2xx/3xx answers;"
 echo " proxy CPU = the proxy process's user + system CPU time over all its rounds / requests served)"
 
 # Anything the shim logged above info level is worth a look.
