@@ -22,6 +22,7 @@
 mod cause;
 pub mod duration;
 mod failure;
+pub mod net;
 pub mod probe;
 pub mod rollout;
 

@@ -100,10 +100,7 @@ impl Connector {
         let port = socket.local_addr().map_or(0, |a| a.port());
         *local_port = Some(port);
         let tcp = socket.connect(addr).await.map_err(connect_failed)?;
-        // With nothing listening on a loopback port in the ephemeral range, the kernel may
-        // give this socket that very port and connect it to itself (TCP simultaneous open):
-        // the request would come back as its own answer. It is a refused connect.
-        if tcp.local_addr().ok() == tcp.peer_addr().ok() {
+        if rollguard_core::net::connected_to_itself(tcp.local_addr(), tcp.peer_addr()) {
             return Err((
                 FailureClass::ConnectRefused,
                 format!(

@@ -588,11 +588,10 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Whether a loopback connect met no listener but the socket itself: with nothing listening
-/// on a port in the ephemeral range, the kernel may give the connecting socket that very
-/// port and connect it to itself (TCP simultaneous open). That is a refused connect.
+/// Whether a loopback connect met no listener but the socket itself (see
+/// [`rollguard_core::net::connected_to_itself`]): a refused connect.
 fn connected_to_itself(stream: &tokio::net::TcpStream) -> bool {
-    matches!((stream.local_addr(), stream.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
+    rollguard_core::net::connected_to_itself(stream.local_addr(), stream.peer_addr())
 }
 
 /// The command as a shell would show it, for logs.
