@@ -4,8 +4,9 @@
 //! line (`500ms`, `10s`), the classes a failed request falls into, Deployment rollout math
 //! ([`rollout`]: maxSurge/maxUnavailable rounding as Kubernetes does it), kubelet probes
 //! ([`probe`]: specs and the threshold state machine) and the [`Cause`] a request failed
-//! for during a rollout, with its fix. They live here so the load engine, the lab, `check`
-//! and the reports agree on spelling and meaning.
+//! for during a rollout, with its fix, and socket facts ([`net`]: a loopback connect that
+//! met itself). They live here so the load engine, the shim, the lab, `check` and the
+//! reports agree on spelling and meaning.
 //!
 //! ```
 //! use rollguard_core::{duration::parse_duration, rollout::RollingUpdate, Cause, FailureClass};
