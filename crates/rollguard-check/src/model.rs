@@ -360,9 +360,9 @@ impl Shim {
     /// Reads the shim's flags from a container's argv, when it runs `rollguard shim`.
     /// Unparsable values keep the default: the shim itself rejects them at start.
     pub fn from_argv(argv: &[String]) -> Option<Self> {
-        let at = argv.windows(2).position(|w| {
-            w[1] == "shim" && w[0].rsplit('/').next().is_some_and(|b| b == "rollguard")
-        })?;
+        let at = argv
+            .windows(2)
+            .position(|w| w[1] == "shim" && program_name(&w[0]) == "rollguard")?;
         let mut shim = Shim {
             drain_delay: (Duration::from_secs(5), Duration::from_secs(5)),
             drain_timeout: Duration::from_secs(15),
@@ -433,6 +433,11 @@ impl Shim {
         }
         Some(shim)
     }
+}
+
+/// The program a command word runs, without its directory: `/bin/sleep` is `sleep`.
+pub fn program_name(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
 }
 
 /// Seconds from a `sleep` operand as coreutils and busybox read it: `10`, `2.5`, `5s`,

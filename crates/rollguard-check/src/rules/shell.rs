@@ -1,6 +1,6 @@
 //! RG012: shell-form commands that do not pass SIGTERM on.
 
-use crate::model::Container;
+use crate::model::{Container, program_name};
 use crate::yaml::Node;
 
 use super::{Cx, Place};
@@ -55,7 +55,7 @@ fn shell_script<'a>(c: &Container<'a>) -> Option<(String, &'a Node)> {
 }
 
 pub(super) fn shell_argv_script(argv: &[String]) -> Option<String> {
-    let shell = argv.first()?.rsplit('/').next()?;
+    let shell = program_name(argv.first()?);
     if !matches!(shell, "sh" | "bash" | "ash" | "dash" | "zsh" | "ksh") {
         return None;
     }

@@ -2,7 +2,7 @@
 //! shutdown.
 
 use crate::fix::{Edit, Fragment, insert_entries, replace_string, set_entry};
-use crate::model::{Container, Shim, Workload, sleep_seconds};
+use crate::model::{Container, Shim, Workload, program_name, sleep_seconds};
 use crate::source::Source;
 use crate::yaml::Node;
 
@@ -306,8 +306,7 @@ pub(super) fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Dela
             .iter()
             .filter_map(Node::scalar_text)
             .collect();
-        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
-        match argv.first().map(|a| base(a)).as_deref() {
+        match argv.first().map(|a| program_name(a)) {
             // Only when every item is a scalar do the argv and the items line up.
             Some("sleep") if argv.len() == 2 && command.items().len() == 2 => {
                 if let Some(s) = sleep_seconds(&argv[1]) {
@@ -341,7 +340,7 @@ pub(super) fn delay<'a>(c: &Container<'a>, containers: &[Container<'a>]) -> Dela
                 .iter()
                 .filter_map(|(cmd, _)| {
                     let mut words = cmd.split_whitespace();
-                    (words.next().map(base).as_deref() == Some("sleep"))
+                    (words.next().map(program_name) == Some("sleep"))
                         .then(|| words.next().and_then(sleep_seconds))
                         .flatten()
                 })
