@@ -13,9 +13,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -327,11 +327,21 @@ impl Connection {
         let mut closing = false;
         // The I/O of this client's connection to the app, polled here (see `upstream`).
         let mut upstream: Option<Driver> = None;
+        let client_wake = Arc::new(ClientWake::default());
+        let client_waker = Waker::from(Arc::clone(&client_wake));
         loop {
+            // Whatever ended the last round (a new connection to the app, the drain, a
+            // graceful shutdown begun) may have given the client's side work to do.
+            client_wake.woken.store(true, Ordering::Release);
             tokio::select! {
                 // The hot branch first; no need to pick at random.
                 biased;
-                io = Both { client: conn.as_mut(), app: upstream.as_mut() } => match io {
+                io = Both {
+                    client: conn.as_mut(),
+                    app: upstream.as_mut(),
+                    wake: &client_wake,
+                    waker: &client_waker,
+                } => match io {
                     Io::ClientEnded(ended) => {
                         if let Err(err) = ended {
                             debug!(%err, %peer, "client connection ended with an error");
@@ -602,17 +612,34 @@ enum Io<E> {
 /// Polls a client connection and its connection to the app together: the client's side
 /// (which hands a request over), the app's (which writes it, or reads an answer and hands
 /// it back), then the client's again (which writes the answer), so that an answer is on its
-/// way in the poll it arrived in.
+/// way in the poll it arrived in. The client's side is polled only when something it waits
+/// on woke it (its socket, or an answer from the app): a task woken by the app's socket
+/// alone goes straight to the app's side.
 struct Both<'a, C> {
     client: Pin<&'a mut C>,
     app: Option<&'a mut Driver>,
+    wake: &'a ClientWake,
+    /// Wakes the task through `wake`, which notes that the client's side was woken.
+    waker: &'a Waker,
+}
+
+impl<C: Future> Both<'_, C> {
+    /// Polls the client's side if it was woken since its last poll.
+    fn poll_client(&mut self, cx: &Context<'_>) -> Poll<C::Output> {
+        if !self.wake.take(cx) {
+            return Poll::Pending;
+        }
+        self.client
+            .as_mut()
+            .poll(&mut Context::from_waker(self.waker))
+    }
 }
 
 impl<C: Future> Future for Both<'_, C> {
     type Output = Io<C::Output>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(ended) = self.client.as_mut().poll(cx) {
+        if let Poll::Ready(ended) = self.poll_client(cx) {
             return Poll::Ready(Io::ClientEnded(ended));
         }
         let Some(app) = self.app.as_mut() else {
@@ -621,7 +648,58 @@ impl<C: Future> Future for Both<'_, C> {
         if app.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Io::AppEnded);
         }
-        self.client.as_mut().poll(cx).map(Io::ClientEnded)
+        self.poll_client(cx).map(Io::ClientEnded)
+    }
+}
+
+/// The client side's wake-ups: each wakes the connection's task and is noted, so that the
+/// task polls the client's side only when it has something to do.
+#[derive(Debug)]
+struct ClientWake {
+    /// Woken since the client's side was last polled; true at first, so the first poll
+    /// happens.
+    woken: AtomicBool,
+    /// The connection's task.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Default for ClientWake {
+    fn default() -> Self {
+        ClientWake {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        }
+    }
+}
+
+impl ClientWake {
+    /// Whether the client's side was woken since the last call; keeps the task's waker.
+    fn take(&self, cx: &Context<'_>) -> bool {
+        let mut task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            *task = Some(cx.waker().clone());
+        }
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for ClientWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
     }
 }
 
