@@ -30,11 +30,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::upstream::{Dedicated, Driver};
+use crate::upstream::{Dedicated, Driver, Handoff};
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: u32 = 1024;
@@ -162,8 +162,8 @@ impl Proxy {
         let drain_signal = draining.clone();
         let serve = |stream, peer| {
             shared.note_accept();
-            let (conn, drivers) = Connection::new(Arc::clone(&shared), drain_signal.clone(), peer);
-            tokio::spawn(conn.serve(stream, peer, drivers, Arc::clone(&http)));
+            let conn = Connection::new(Arc::clone(&shared), drain_signal.clone(), peer);
+            tokio::spawn(conn.serve(stream, peer, Arc::clone(&http)));
         };
         loop {
             let accepted = tokio::select! {
@@ -281,25 +281,18 @@ struct Connection {
 }
 
 impl Connection {
-    /// A connection and the receiver of its upstream connections' I/O, which
-    /// [`serve`](Connection::serve) polls.
-    fn new(
-        shared: Arc<Shared>,
-        draining: watch::Receiver<bool>,
-        peer: SocketAddr,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Driver>) {
-        let (drivers, driven) = mpsc::unbounded_channel();
-        let conn = Arc::new(Connection {
+    /// A connection, to be served by [`serve`](Connection::serve).
+    fn new(shared: Arc<Shared>, draining: watch::Receiver<bool>, peer: SocketAddr) -> Arc<Self> {
+        Arc::new(Connection {
             shared,
             draining,
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_done: AtomicU64::new(0),
             h2: AtomicBool::new(false),
-            upstream: Dedicated::new(drivers),
+            upstream: Dedicated::new(),
             peer_ip: forwarded_for(peer),
-        });
-        (conn, driven)
+        })
     }
 
     /// Serves the connection until it ends; once the drain starts, closes it gracefully
@@ -308,7 +301,6 @@ impl Connection {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        mut drivers: mpsc::UnboundedReceiver<Driver>,
         http: Arc<auto::Builder<TokioExecutor>>,
     ) {
         let _active = Active::new(Arc::clone(&self.shared));
@@ -330,31 +322,23 @@ impl Connection {
         let client_wake = Arc::new(ClientWake::default());
         let client_waker = Waker::from(Arc::clone(&client_wake));
         loop {
-            // Whatever ended the last round (a new connection to the app, the drain, a
-            // graceful shutdown begun) may have given the client's side work to do.
+            // Whatever ended the last round (the drain, a graceful shutdown begun) may have
+            // given the client's side work to do.
             client_wake.woken.store(true, Ordering::Release);
             tokio::select! {
                 // The hot branch first; no need to pick at random.
                 biased;
-                io = Both {
+                ended = Both {
                     client: conn.as_mut(),
-                    app: upstream.as_mut(),
+                    app: &mut upstream,
+                    handoff: self.upstream.handoff(),
                     wake: &client_wake,
                     waker: &client_waker,
-                } => match io {
-                    Io::ClientEnded(ended) => {
-                        if let Err(err) = ended {
-                            debug!(%err, %peer, "client connection ended with an error");
-                        }
-                        break;
+                } => {
+                    if let Err(err) = ended {
+                        debug!(%err, %peer, "client connection ended with an error");
                     }
-                    Io::AppEnded => upstream = None,
-                },
-                Some(driver) = drivers.recv() => {
-                    // The one replaced is closed or upgraded; let it finish on its own.
-                    if let Some(old) = upstream.replace(driver) {
-                        tokio::spawn(old);
-                    }
+                    break;
                 }
                 _ = draining.wait_for(|d| *d), if !drain_seen => {
                     drain_seen = true;
@@ -371,8 +355,11 @@ impl Connection {
             }
         }
         // The app's side may still be finishing (an upgrade handing over its socket, an
-        // answer being read): let it, on its own task.
-        if let Some(driver) = upstream {
+        // answer being read): let it, on its own task, as any connection opened from now on.
+        for driver in [upstream, self.upstream.handoff().close()]
+            .into_iter()
+            .flatten()
+        {
             tokio::spawn(driver);
         }
     }
@@ -601,54 +588,57 @@ impl Body for Tracked {
     }
 }
 
-/// Which side of a client connection ended.
-enum Io<E> {
-    /// The client's connection (its result).
-    ClientEnded(E),
-    /// The connection to the app.
-    AppEnded,
-}
-
 /// Polls a client connection and its connection to the app together: the client's side
 /// (which hands a request over), the app's (which writes it, or reads an answer and hands
 /// it back), then the client's again (which writes the answer), so that an answer is on its
 /// way in the poll it arrived in. The client's side is polled only when something it waits
 /// on woke it (its socket, or an answer from the app): a task woken by the app's socket
-/// alone goes straight to the app's side.
+/// alone goes straight to the app's side. Completes when the client's connection ends.
 struct Both<'a, C> {
     client: Pin<&'a mut C>,
-    app: Option<&'a mut Driver>,
+    /// The connection to the app in use, if any.
+    app: &'a mut Option<Driver>,
+    /// Where a request that opened a new connection to the app leaves its I/O.
+    handoff: &'a Handoff,
     wake: &'a ClientWake,
     /// Wakes the task through `wake`, which notes that the client's side was woken.
     waker: &'a Waker,
 }
 
 impl<C: Future> Both<'_, C> {
-    /// Polls the client's side if it was woken since its last poll.
+    /// Polls the client's side if it was woken since its last poll, then adopts the
+    /// connection to the app it may have opened.
     fn poll_client(&mut self, cx: &Context<'_>) -> Poll<C::Output> {
         if !self.wake.take(cx) {
             return Poll::Pending;
         }
-        self.client
+        let polled = self
+            .client
             .as_mut()
-            .poll(&mut Context::from_waker(self.waker))
+            .poll(&mut Context::from_waker(self.waker));
+        if let Some(new) = self.handoff.take() {
+            // The one replaced is closed or upgraded; let it finish on its own.
+            if let Some(old) = self.app.replace(new) {
+                tokio::spawn(old);
+            }
+        }
+        polled
     }
 }
 
 impl<C: Future> Future for Both<'_, C> {
-    type Output = Io<C::Output>;
+    type Output = C::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Poll::Ready(ended) = self.poll_client(cx) {
-            return Poll::Ready(Io::ClientEnded(ended));
+            return Poll::Ready(ended);
         }
-        let Some(app) = self.app.as_mut() else {
-            return Poll::Pending;
-        };
-        if app.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Io::AppEnded);
+        if let Some(app) = self.app.as_mut()
+            && app.as_mut().poll(cx).is_ready()
+        {
+            *self.app = None;
         }
-        self.poll_client(cx).map(Io::ClientEnded)
+        self.poll_client(cx)
     }
 }
 

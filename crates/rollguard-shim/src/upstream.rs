@@ -6,14 +6,16 @@
 //! there are clients. A kept connection that turns out to be closed before a byte of the
 //! request was written is replaced once by a new one, and the request goes out on that.
 //!
-//! The connection's I/O is not a task of its own: its future goes to the client
-//! connection's task, which polls it beside the client's, so a request and its answer never
-//! wake another task or thread.
+//! The connection's I/O is not a task of its own: its future is handed over ([`Handoff`])
+//! to the client connection's task, which polls it beside the client's, so a request and
+//! its answer never wake another task or thread.
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -22,7 +24,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::debug;
 
 /// How long connecting to the app may take.
@@ -41,17 +42,22 @@ pub(crate) struct Dedicated {
     /// upgrade took the connection.
     sender: Mutex<Option<SendRequest<Incoming>>>,
     /// Where a new connection's I/O goes: the client connection's task.
-    drivers: mpsc::UnboundedSender<Driver>,
+    handoff: Handoff,
 }
 
 impl Dedicated {
-    /// A dedicated connection whose I/O futures go to `drivers`. Until one is polled, the
-    /// connection it drives can send nothing.
-    pub(crate) fn new(drivers: mpsc::UnboundedSender<Driver>) -> Self {
+    /// A dedicated connection whose I/O futures go to its [`handoff`](Dedicated::handoff).
+    /// Until one is polled, the connection it drives can send nothing.
+    pub(crate) fn new() -> Self {
         Dedicated {
             sender: Mutex::new(None),
-            drivers,
+            handoff: Handoff::default(),
         }
+    }
+
+    /// Where the client connection's task takes the I/O of each new connection to the app.
+    pub(crate) fn handoff(&self) -> &Handoff {
+        &self.handoff
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to the app at `upstream` and returns its
@@ -127,9 +133,9 @@ impl Dedicated {
                 debug!(%err, "connection to the app ended with an error");
             }
         });
-        if let Err(mpsc::error::SendError(driver)) = self.drivers.send(driver) {
-            tokio::spawn(driver);
-        }
+        // The task polling this request polls the handoff: wake it so it looks.
+        let task = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+        self.handoff.give(driver, &task);
         Ok(sender)
     }
 
@@ -150,5 +156,74 @@ impl Dedicated {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sender);
         }
+    }
+}
+
+/// Passes the I/O of a new connection to the app from the request that opened it to the
+/// client connection's task, which looks after every poll of the client's side.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    /// Whether `state` holds a connection: lets the task look without locking.
+    waiting: AtomicBool,
+    state: Mutex<HandoffState>,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    driver: Option<Driver>,
+    /// The client connection's task has ended: connections drive themselves.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handoff {
+    fn state(&self) -> std::sync::MutexGuard<'_, HandoffState> {
+        // A poisoned lock only means a panic elsewhere; the state is still sound.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands `driver` to the client connection's task and wakes `task`, or runs it on a
+    /// task of its own once that one is gone.
+    fn give(&self, driver: Driver, task: &Waker) {
+        let mut state = self.state();
+        if state.closed {
+            drop(state);
+            tokio::spawn(driver);
+            return;
+        }
+        // A request waits for its connection to be taken before it can open another, so
+        // none should be here; should one be, it runs alone rather than be dropped.
+        if let Some(old) = state.driver.replace(driver) {
+            tokio::spawn(old);
+        }
+        self.waiting.store(true, Ordering::Release);
+        drop(state);
+        task.wake_by_ref();
+    }
+
+    /// The connection handed over since the last call, if any.
+    pub(crate) fn take(&self) -> Option<Driver> {
+        if !self.waiting.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.state().driver.take()
+    }
+
+    /// The client connection's task is ending: later connections drive themselves. Returns
+    /// one handed over and not taken.
+    pub(crate) fn close(&self) -> Option<Driver> {
+        let mut state = self.state();
+        state.closed = true;
+        self.waiting.store(false, Ordering::Release);
+        state.driver.take()
     }
 }
