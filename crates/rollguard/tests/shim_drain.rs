@@ -990,6 +990,54 @@ async fn the_shim_answers_502_when_the_app_does_not_answer() {
     shim.expect_exit(DEADLINE, 143).await;
 }
 
+/// An app that closes each connection after one answer, without saying so, still answers
+/// every request of a kept-alive client: each goes out on a new connection to the app, and
+/// none is lost on one the app already closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_closing_each_kept_connection_still_answers_every_request() {
+    const REQUESTS: usize = 30;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = listener.local_addr().expect("app address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let accept = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // A kept-alive answer, then the connection closes.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                    .await;
+            });
+        }
+    });
+    let mut shim = Shim::start(app, &[], &SLEEPER).await;
+    let (mut sender, _conn) = h1(shim.listen).await;
+    for i in 0..REQUESTS {
+        within("the client connection", sender.ready())
+            .await
+            .unwrap_or_else(|err| panic!("request {i}: the client connection failed: {err}"));
+        let resp = within("an answer", sender.send_request(get(shim.listen, "/")))
+            .await
+            .unwrap_or_else(|err| panic!("request {i}: no answer: {err}"));
+        let answer = read_answer(resp).await.expect("a whole answer");
+        assert_eq!(answer.status, StatusCode::OK, "request {i}: {answer:?}");
+        assert_eq!(answer.body, "ok\n", "request {i}: {answer:?}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), REQUESTS);
+    accept.abort();
+    shim.signal(Signal::SIGINT);
+    shim.expect_exit(DEADLINE, 143).await;
+}
+
 /// The app sees `X-Forwarded-For` (appended) and `X-Forwarded-Proto`, and no hop-by-hop
 /// header, either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
