@@ -644,22 +644,13 @@ impl<C: Future> Future for Both<'_, C> {
 
 /// The client side's wake-ups: each wakes the connection's task and is noted, so that the
 /// task polls the client's side only when it has something to do.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ClientWake {
-    /// Woken since the client's side was last polled; true at first, so the first poll
-    /// happens.
+    /// Woken since the client's side was last polled (set by the serving loop before each
+    /// round, so that a round starts with a poll of the client's side).
     woken: AtomicBool,
     /// The connection's task.
     task: Mutex<Option<Waker>>,
-}
-
-impl Default for ClientWake {
-    fn default() -> Self {
-        ClientWake {
-            woken: AtomicBool::new(true),
-            task: Mutex::new(None),
-        }
-    }
 }
 
 impl ClientWake {

@@ -212,10 +212,13 @@ impl Handoff {
 
     /// The connection handed over since the last call, if any.
     pub(crate) fn take(&self) -> Option<Driver> {
-        if !self.waiting.swap(false, Ordering::Acquire) {
+        // A plain load: this runs after every poll of the client's side.
+        if !self.waiting.load(Ordering::Acquire) {
             return None;
         }
-        self.state().driver.take()
+        let mut state = self.state();
+        self.waiting.store(false, Ordering::Relaxed);
+        state.driver.take()
     }
 
     /// The client connection's task is ending: later connections drive themselves. Returns
