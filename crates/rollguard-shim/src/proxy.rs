@@ -1,8 +1,9 @@
 //! The drain-aware reverse proxy in front of the app.
 //!
-//! Clients speak HTTP/1.1 or h2c to the shim; the shim speaks HTTP/1.1 to the app over a
-//! pool of kept-alive connections. Bodies stream both ways; upgrades (WebSocket) become
-//! tunnels. While the shim drains, answers on HTTP/1.1 carry `Connection: close`, HTTP/2
+//! Clients speak HTTP/1.1 or h2c to the shim; the shim speaks HTTP/1.1 to the app over
+//! kept-alive connections. Plain HTTP/1.1 requests, nearly all of them, take the proxy's
+//! own path ([`h1`]); the rest (HTTP/2, HTTP/1.0, upgrades, streamed request bodies) are
+//! served by hyper. Bodies stream both ways; upgrades (WebSocket) become tunnels. While the shim drains, answers on HTTP/1.1 carry `Connection: close`, HTTP/2
 //! connections get GOAWAY, and a kept-alive connection that sits idle for the drain idle
 //! time is closed. A connection that keeps sending gets its next answer with
 //! `Connection: close` instead, so the shim never closes a connection a request may be
@@ -35,6 +36,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::upstream::{Dedicated, Driver, Handoff};
+
+mod h1;
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: u32 = 1024;
@@ -295,8 +298,9 @@ impl Connection {
         })
     }
 
-    /// Serves the connection until it ends; once the drain starts, closes it gracefully
-    /// as soon as that cuts nothing.
+    /// Serves the connection until it ends, on the HTTP/1.1 path while it can and with
+    /// hyper from the first request that path leaves to it; once the drain starts, closes
+    /// it gracefully as soon as that cuts nothing.
     async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
@@ -307,6 +311,10 @@ impl Connection {
         if let Err(err) = stream.set_nodelay(true) {
             debug!(%err, "cannot set TCP_NODELAY");
         }
+        let stream = match h1::serve(&self, stream).await {
+            h1::Served::Ended => return,
+            h1::Served::Other(rewound) => rewound,
+        };
         let this = Arc::clone(&self);
         let service = service_fn(move |req| {
             let this = Arc::clone(&this);
@@ -709,23 +717,26 @@ async fn tunnel(
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Headers that describe one hop and must not be passed on (RFC 9110, section 7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    // Standard names compare as enum values; only the two non-standard ones as strings.
-    *name == header::CONNECTION
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+/// Headers that describe one hop and must not be passed on (RFC 9110, section 7.6.1), in
+/// any case.
+fn is_hop_by_hop(name: &str) -> bool {
+    const HOP_BY_HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
 }
 
 /// Removes the hop-by-hop headers, and those `Connection` names. Most messages carry none,
 /// so one pass over the headers decides whether anything needs removing.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -740,7 +751,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     let hop_by_hop: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_hop_by_hop(n))
+        .filter(|name| is_hop_by_hop(name.as_str()))
         .cloned()
         .collect();
     for name in hop_by_hop {

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 connection to the app that one HTTP/1.1 client connection uses.
+//! The HTTP/1.1 connection to the app that one HTTP/1.x client connection served by
+//! hyper uses (see `proxy::h1` for the others).
 //!
 //! An HTTP/1.1 client sends one request at a time, so the proxy gives each client
 //! connection its own connection to the app, opened on its first request and kept while
@@ -114,15 +115,7 @@ impl Dedicated {
     /// Opens a new HTTP/1.1 connection to the app and hands its I/O to the client
     /// connection's task (or to a task of its own if that one is gone).
     async fn connect(&self, upstream: &Authority) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.as_str()))
-            .await
-            .map_err(|_| {
-                format!("connecting to {upstream} took longer than {CONNECT_TIMEOUT:?}")
-            })??;
-        if crate::connected_to_itself(&stream) {
-            return Err(format!("connection to {upstream} refused: nothing listens there").into());
-        }
-        stream.set_nodelay(true)?;
+        let stream = open(upstream).await?;
         // One flat buffer per request, written with send(2) (as for answers to clients).
         let (sender, conn) = http1::Builder::new()
             .writev(false)
@@ -157,6 +150,18 @@ impl Dedicated {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sender);
         }
     }
+}
+
+/// Opens a TCP connection to the app at `upstream`, with Nagle's delay off.
+pub(crate) async fn open(upstream: &Authority) -> Result<TcpStream, UpstreamError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.as_str()))
+        .await
+        .map_err(|_| format!("connecting to {upstream} took longer than {CONNECT_TIMEOUT:?}"))??;
+    if crate::connected_to_itself(&stream) {
+        return Err(format!("connection to {upstream} refused: nothing listens there").into());
+    }
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Passes the I/O of a new connection to the app from the request that opened it to the
