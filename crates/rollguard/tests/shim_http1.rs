@@ -1281,3 +1281,32 @@ fn answer_head_split_across_writes_arrives_whole() {
     assert_eq!(answer.text(), "hello world");
     assert_eq!(client.get(&shim, "/split").text(), "hello world");
 }
+
+/// A kept connection that the app closes on reading the next request, unanswered (as an
+/// app does whose keep-alive timeout ends just then): a GET goes again on a new
+/// connection and is answered; a POST, which must not be sent twice, gets the shim's 502.
+#[test]
+fn a_request_the_app_closed_its_kept_connection_under_goes_again_only_when_idempotent() {
+    let app = FakeApp::start(|mut conn| {
+        // One answer per connection; the next request is read and left unanswered.
+        if let Some(req) = conn.request() {
+            let body = format!("answer to {}", req.head.second());
+            conn.write(format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+            let _ = conn.request();
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    assert_eq!(client.get(&shim, "/a").text(), "answer to /a");
+    let again = client.get(&shim, "/b");
+    assert_eq!(again.head.status(), 200, "{again:?}");
+    assert_eq!(again.text(), "answer to /b");
+    client.send("POST /c HTTP/1.1\r\nHost: shim.test\r\nContent-Length: 1\r\n\r\nx");
+    let post = client.answer(&shim, "POST");
+    assert_eq!(post.head.status(), 502, "{post:?}");
+    assert_eq!(client.get(&shim, "/d").text(), "answer to /d");
+    assert_eq!(app.targets(), ["/a", "/b", "/b", "/c", "/d"]);
+}

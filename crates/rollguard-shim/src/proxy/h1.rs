@@ -138,6 +138,8 @@ struct Request {
     head: bool,
     /// The client asked to close the connection after the answer.
     close: bool,
+    /// Its method is idempotent (RFC 9110, section 9.2.2): it may be sent again.
+    idempotent: bool,
 }
 
 /// How a request parsed.
@@ -206,8 +208,8 @@ impl H1<'_> {
         // Whether the answer closes the connection: decided when it is made, so that a
         // drain begun while the app works closes this connection with this answer.
         let closing = |conn: &Connection| request.close || conn.shared.is_draining();
-        let mut app = match self.send().await {
-            Ok(app) => app,
+        let (mut app, mut retry) = match self.send().await {
+            Ok((app, reused)) => (app, reused && request.idempotent),
             Err(err) => {
                 debug!(%err, upstream = %self.conn.shared.upstream, "the app did not answer");
                 let close = closing(self.conn);
@@ -237,7 +239,24 @@ impl H1<'_> {
                 }
                 Ok(None) => {
                     app.read.reserve(READ_SIZE);
-                    match app.stream.read_buf(&mut app.read).await {
+                    let read = app.stream.read_buf(&mut app.read).await;
+                    // A kept connection the app closed just as the request went out (its
+                    // keep-alive timeout, say) answers nothing: an idempotent request goes
+                    // again, once, on a new connection (RFC 9112, section 9.3.1).
+                    if retry && !matches!(read, Ok(n) if n > 0) {
+                        retry = false;
+                        debug!(
+                            ?read,
+                            "kept connection to the app closed without answering; sending the request again on a new one"
+                        );
+                        match self.send_fresh().await {
+                            Ok(fresh) => app = fresh,
+                            Err(err) => return self.gave_up(close, &err.to_string()).await,
+                        }
+                        continue;
+                    }
+                    retry = false;
+                    match read {
                         Ok(0) => {
                             return self
                                 .gave_up(close, "the app closed without answering")
@@ -283,33 +302,30 @@ impl H1<'_> {
 
     /// Writes the request to the app: on the kept connection if it is still open, or else
     /// on a new one; a kept connection that fails before taking a byte is replaced once.
-    async fn send(&mut self) -> Result<App, Failure> {
-        let mut kept = self.app.take().filter(App::is_open);
-        loop {
-            let reused = kept.is_some();
-            let mut app = match kept.take() {
-                Some(app) => app,
-                None => App {
-                    stream: upstream::open(&self.conn.shared.upstream).await?,
-                    read: BytesMut::with_capacity(READ_SIZE),
-                },
-            };
-            let mut written = 0;
-            while written < self.to_app.len() {
-                match app.stream.write(&self.to_app[written..]).await {
-                    Ok(0) => return Err("the app's connection took no bytes".into()),
-                    Ok(n) => written += n,
-                    Err(err) if written == 0 && reused => {
-                        debug!(%err, "kept connection to the app failed before the request was written; retrying on a new one");
-                        break;
-                    }
-                    Err(err) => return Err(err.into()),
+    /// Returns the connection, and whether it is the kept one.
+    async fn send(&mut self) -> Result<(App, bool), Failure> {
+        if let Some(mut app) = self.app.take().filter(App::is_open) {
+            match write_all(&mut app.stream, &self.to_app).await {
+                Ok(()) => return Ok((app, true)),
+                Err((err, false)) => {
+                    debug!(%err, "kept connection to the app failed before the request was written; retrying on a new one");
                 }
-            }
-            if written == self.to_app.len() {
-                return Ok(app);
+                Err((err, true)) => return Err(err.into()),
             }
         }
+        Ok((self.send_fresh().await?, false))
+    }
+
+    /// Writes the request to the app on a new connection.
+    async fn send_fresh(&mut self) -> Result<App, Failure> {
+        let mut app = App {
+            stream: upstream::open(&self.conn.shared.upstream).await?,
+            read: BytesMut::with_capacity(READ_SIZE),
+        };
+        write_all(&mut app.stream, &self.to_app)
+            .await
+            .map_err(|(err, _)| err)?;
+        Ok(app)
     }
 
     /// Answers 502 after the app failed mid-head: its connection is dropped.
@@ -478,6 +494,10 @@ fn parse_request(buf: &[u8], upstream: &str, client_ip: &[u8], out: &mut Vec<u8>
         len,
         head: method == "HEAD",
         close,
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
     })
 }
 
@@ -722,6 +742,19 @@ impl Chunked {
     }
 }
 
+/// Writes all of `bytes`; on failure, says whether any byte was written.
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), (io::Error, bool)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]).await {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written > 0)),
+            Ok(n) => written += n,
+            Err(err) => return Err((err, written > 0)),
+        }
+    }
+    Ok(())
+}
+
 /// Splits a comma-separated header value into its trimmed, non-empty items.
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
@@ -824,6 +857,7 @@ mod tests {
             len: 0,
             head,
             close: false,
+            idempotent: true,
         };
         let answer = parse_answer(raw.as_bytes(), &request, close, &mut out)
             .expect("valid answer")
@@ -850,7 +884,8 @@ mod tests {
             Parsed::Request(Request {
                 len: raw.len(),
                 head: false,
-                close: false
+                close: false,
+                idempotent: true,
             })
         );
         assert_eq!(
@@ -888,7 +923,8 @@ mod tests {
             Parsed::Request(Request {
                 len: raw.len(),
                 head: false,
-                close: true
+                close: true,
+                idempotent: false,
             })
         );
         assert!(out.ends_with("\r\n\r\nhello"), "{out}");
@@ -995,6 +1031,7 @@ mod tests {
             len: 0,
             head: false,
             close: false,
+            idempotent: true,
         };
         for raw in [
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
