@@ -25,7 +25,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use common::{Log, Proc, rollguard, spawn_piped, wait_until};
+use common::{Log, Proc, free_addr, rollguard, spawn_piped, wait_until};
+use nix::sys::signal::Signal;
 
 /// The longest any single read or write may take before the test fails.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -387,15 +388,21 @@ fn ok(body: &[u8]) -> Vec<u8> {
 struct Shim {
     addr: SocketAddr,
     log: Log,
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl Shim {
     fn start(app: SocketAddr) -> Shim {
+        Shim::start_with(app, &[])
+    }
+
+    /// The shim with `extra` flags.
+    fn start_with(app: SocketAddr, extra: &[&str]) -> Shim {
         let (proc, stderr) = spawn_piped(
             rollguard()
                 .args(["shim", "--listen", "127.0.0.1:0"])
                 .args(["--upstream", &app.to_string()])
+                .args(extra)
                 .env("RUST_LOG", "info,rollguard_shim=debug"),
         );
         let log = Log::reading(stderr);
@@ -406,11 +413,7 @@ impl Shim {
             .and_then(|rest| rest.split(',').next())
             .and_then(|addr| addr.trim().parse().ok())
             .unwrap_or_else(|| panic!("no proxy address in {line:?}"));
-        Shim {
-            addr,
-            log,
-            _proc: proc,
-        }
+        Shim { addr, log, proc }
     }
 
     /// A new client connection to the proxy.
@@ -1309,4 +1312,151 @@ fn a_request_the_app_closed_its_kept_connection_under_goes_again_only_when_idemp
     assert_eq!(post.head.status(), 502, "{post:?}");
     assert_eq!(client.get(&shim, "/d").text(), "answer to /d");
     assert_eq!(app.targets(), ["/a", "/b", "/b", "/c", "/d"]);
+}
+
+/// The app's side of a connection the test expects the shim to close: whether the shim
+/// closed it (an EOF, not the read timeout) is noted in the flag.
+fn note_close(conn: &mut AppConn, closed: &AtomicBool) {
+    if matches!(conn.wire.fill(), Ok(false)) {
+        closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How long the shim may take to close a connection it no longer needs.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+/// `Connection: content-length` must not take the request's framing with it: the app gets
+/// one request whose body is what the client sent, not a second request made of it.
+#[test]
+fn a_request_whose_connection_header_names_content_length_stays_one_request() {
+    let app = FakeApp::start(|mut conn| {
+        while conn.request().is_some() {
+            conn.write(ok(b"ok"));
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    let inner = "GET /admin HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
+    client.send(format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    ));
+    assert_eq!(client.answer(&shim, "POST").text(), "ok");
+    let first = app
+        .requests()
+        .into_iter()
+        .next()
+        .expect("the app got the request");
+    assert_eq!(first.head.second(), "/");
+    assert_eq!(first.text(), inner, "the body reached the app as a body");
+}
+
+/// A client that leaves while the app works on its request frees the app's connection at
+/// once, rather than whenever the app answers.
+#[test]
+fn a_client_that_leaves_while_the_app_works_frees_the_apps_connection() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let noted = Arc::clone(&closed);
+    let app = FakeApp::start(move |mut conn| {
+        // Never answers.
+        if conn.request().is_some() {
+            note_close(&mut conn, &noted);
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    client.send("GET /slow HTTP/1.1\r\nHost: shim.test\r\n\r\n");
+    assert!(wait_until(IO_TIMEOUT, || app.targets().len() == 1));
+    drop(client);
+    assert!(
+        wait_until(CLOSE_WITHIN, || closed.load(Ordering::SeqCst)),
+        "the app's connection stayed open after its client left\n{}",
+        shim.log.dump()
+    );
+}
+
+/// A kept connection the app closes between requests is closed by the shim too at once,
+/// not left half-closed until the client's next request.
+#[test]
+fn a_kept_connection_the_app_closes_is_let_go_at_once() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let noted = Arc::clone(&closed);
+    let app = FakeApp::start(move |mut conn| {
+        if conn.request().is_some() {
+            conn.write(ok(b"ok"));
+            let _ = conn.wire.stream.shutdown(Shutdown::Write);
+            note_close(&mut conn, &noted);
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    assert_eq!(client.get(&shim, "/").text(), "ok");
+    assert!(
+        wait_until(CLOSE_WITHIN, || closed.load(Ordering::SeqCst)),
+        "the shim kept the app's closed connection while its client idled\n{}",
+        shim.log.dump()
+    );
+    // The client's connection stays, and its next request gets a new app connection.
+    assert_eq!(client.get(&shim, "/").text(), "ok");
+}
+
+/// The shim's own 502 to a HEAD request has no body: the next answer on the connection
+/// reads right.
+#[test]
+fn a_502_to_a_head_request_has_no_body() {
+    // Nothing listens there.
+    let shim = Shim::start(free_addr());
+    let mut client = shim.client();
+    client.send("HEAD / HTTP/1.1\r\nHost: shim.test\r\n\r\n");
+    let head = client.answer(&shim, "HEAD");
+    assert_eq!(head.head.status(), 502, "{head:?}");
+    assert!(head.head.has("content-length"), "{head:?}");
+    let get = client.get(&shim, "/");
+    assert_eq!(get.head.status(), 502, "{get:?}");
+    assert!(get.text().contains("did not answer"), "{get:?}");
+}
+
+/// A body that ends when the app closes reaches the client framed, and the client's
+/// connection serves its next request.
+#[test]
+fn a_close_delimited_answer_keeps_the_clients_connection() {
+    let app = FakeApp::start(|mut conn| {
+        if let Some(req) = conn.request() {
+            conn.write(format!(
+                "HTTP/1.1 200 OK\r\n\r\nanswer to {}",
+                req.head.second()
+            ));
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    assert_eq!(client.get(&shim, "/one").text(), "answer to /one");
+    assert_eq!(client.get(&shim, "/two").text(), "answer to /two");
+}
+
+/// Once the drain starts, a kept-alive connection that has been idle for the drain idle
+/// time is closed, even when the client sent a stray CRLF after its last request.
+#[test]
+fn the_drain_closes_an_idle_connection_with_a_stray_crlf() {
+    let app = FakeApp::start(|mut conn| {
+        while conn.request().is_some() {
+            conn.write(ok(b"ok"));
+        }
+    });
+    let shim = Shim::start_with(
+        app.addr,
+        &[
+            "--drain-delay",
+            "0",
+            "--drain-idle",
+            "200ms",
+            "--drain-timeout",
+            "60s",
+        ],
+    );
+    let mut client = shim.client();
+    client.send("GET / HTTP/1.1\r\nHost: shim.test\r\n\r\n\r\n");
+    assert_eq!(client.answer(&shim, "GET").text(), "ok");
+    shim.proc.signal(Signal::SIGTERM);
+    client.expect_eof(&shim);
 }

@@ -39,6 +39,16 @@ const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// The largest answer head the app may send.
 const MAX_ANSWER_HEAD: usize = 64 * 1024;
 
+/// Request headers a client's `Connection` may not name: the shim writes them itself, or
+/// they frame the request.
+const FRAMED_HERE: [&str; 5] = [
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+];
+
 /// Room made in a buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
 
@@ -89,6 +99,11 @@ pub(super) async fn serve(conn: &Arc<Connection>, client: TcpStream) -> Served {
             Ok(close) => close,
             Err(err) => {
                 debug!(%err, peer = ?path.client.peer_addr().ok(), "connection ended mid-answer");
+                // A reset, not a FIN: a client reading an answer cut short must not take
+                // it for a whole one.
+                if let Err(err) = path.client.set_zero_linger() {
+                    debug!(%err, "cannot set SO_LINGER");
+                }
                 return Served::Ended;
             }
         };
@@ -156,7 +171,7 @@ enum Parsed {
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 impl H1<'_> {
-    /// Reads until a whole request is there; between requests, lets the drain close the
+    /// Reads until a whole request is there; meanwhile, lets the drain close the
     /// connection once it has been idle for the drain idle time.
     async fn next_request<F: Future<Output = ()>>(
         &mut self,
@@ -175,21 +190,23 @@ impl H1<'_> {
                 }
             }
             self.from_client.reserve(READ_SIZE);
-            let read = if self.from_client.is_empty() {
-                tokio::select! {
-                    biased;
-                    read = self.client.read_buf(&mut self.from_client) => read,
-                    _ = drain.as_mut(), if !*drain_seen => {
-                        *drain_seen = true;
-                        continue;
-                    }
-                    () = self.conn.idle_for(self.conn.shared.drain_idle), if *drain_seen => {
-                        self.shutdown().await;
-                        return Next::Closed;
-                    }
+            let read = tokio::select! {
+                biased;
+                read = self.client.read_buf(&mut self.from_client) => read,
+                // The app closed its kept connection (or sent what nobody asked for): let
+                // it go now rather than at the next request.
+                () = closed(self.app.as_ref()), if self.app.is_some() => {
+                    self.app = None;
+                    continue;
                 }
-            } else {
-                self.client.read_buf(&mut self.from_client).await
+                _ = drain.as_mut(), if !*drain_seen => {
+                    *drain_seen = true;
+                    continue;
+                }
+                () = self.conn.idle_for(self.conn.shared.drain_idle), if *drain_seen => {
+                    self.shutdown().await;
+                    return Next::Closed;
+                }
             };
             match read {
                 Ok(0) => return Next::Closed,
@@ -213,7 +230,7 @@ impl H1<'_> {
             Err(err) => {
                 debug!(%err, upstream = %self.conn.shared.upstream, "the app did not answer");
                 let close = closing(self.conn);
-                self.bad_gateway(close).await?;
+                self.bad_gateway(close, request.head).await?;
                 return Ok(close);
             }
         };
@@ -234,12 +251,11 @@ impl H1<'_> {
                 Ok(Some(answer)) => break answer,
                 Ok(None) if app.read.len() > MAX_ANSWER_HEAD => {
                     return self
-                        .gave_up(close, "the app's answer head is too long")
+                        .gave_up(request, close, "the app's answer head is too long")
                         .await;
                 }
                 Ok(None) => {
-                    app.read.reserve(READ_SIZE);
-                    let read = app.stream.read_buf(&mut app.read).await;
+                    let read = self.read_app(&mut app).await?;
                     // A kept connection the app closed just as the request went out (its
                     // keep-alive timeout, say) answers nothing: an idempotent request goes
                     // again, once, on a new connection (RFC 9112, section 9.3.1).
@@ -251,7 +267,9 @@ impl H1<'_> {
                         );
                         match self.send_fresh().await {
                             Ok(fresh) => app = fresh,
-                            Err(err) => return self.gave_up(close, &err.to_string()).await,
+                            Err(err) => {
+                                return self.gave_up(request, close, &err.to_string()).await;
+                            }
                         }
                         continue;
                     }
@@ -259,24 +277,35 @@ impl H1<'_> {
                     match read {
                         Ok(0) => {
                             return self
-                                .gave_up(close, "the app closed without answering")
+                                .gave_up(request, close, "the app closed without answering")
                                 .await;
                         }
                         Ok(_) => {}
-                        Err(err) => return self.gave_up(close, &err.to_string()).await,
+                        Err(err) => return self.gave_up(request, close, &err.to_string()).await,
                     }
                 }
-                Err(why) => return self.gave_up(close, why).await,
+                Err(why) => return self.gave_up(request, close, why).await,
             }
         };
         app.read.advance(answer.head_len);
         let mut framing = answer.framing;
         loop {
             let (take, done) = framing.take(&app.read)?;
-            if self.to_client.is_empty() {
-                self.client.write_all(&app.read[..take]).await?;
+            let body = &app.read[..take];
+            if answer.rechunk {
+                if take > 0 {
+                    self.to_client
+                        .extend_from_slice(format!("{take:x}\r\n").as_bytes());
+                    self.to_client.extend_from_slice(body);
+                    self.to_client.extend_from_slice(b"\r\n");
+                }
+            } else if self.to_client.is_empty() {
+                // Straight from the app's buffer: no copy.
+                self.client.write_all(body).await?;
             } else {
-                self.to_client.extend_from_slice(&app.read[..take]);
+                self.to_client.extend_from_slice(body);
+            }
+            if !self.to_client.is_empty() {
                 self.client.write_all(&self.to_client).await?;
                 self.to_client.clear();
             }
@@ -284,12 +313,14 @@ impl H1<'_> {
             if done {
                 break;
             }
-            app.read.reserve(READ_SIZE);
-            if app.stream.read_buf(&mut app.read).await? == 0 {
-                if framing == Framing::UntilClose {
-                    break;
+            if self.read_app(&mut app).await?? == 0 {
+                if framing != Framing::UntilClose {
+                    return Err("the app closed the connection mid-answer".into());
                 }
-                return Err("the app closed the connection mid-answer".into());
+                if answer.rechunk {
+                    self.client.write_all(b"0\r\n\r\n").await?;
+                }
+                break;
             }
         }
         // Bytes after the answer are not an answer to anything: such a connection is not
@@ -328,15 +359,43 @@ impl H1<'_> {
         Ok(app)
     }
 
+    /// Waits for the app's next bytes. Meanwhile reads what the client sends (a pipelined
+    /// request, up to the most this path would wait for), so that a client that leaves is
+    /// noticed at once: that is an error; the app's read, failed or not, is the result.
+    async fn read_app(&mut self, app: &mut App) -> Result<io::Result<usize>, Failure> {
+        app.read.reserve(READ_SIZE);
+        loop {
+            let room = self.from_client.len() < MAX_REQUEST_HEAD + MAX_REQUEST_BODY;
+            if room {
+                self.from_client.reserve(READ_SIZE);
+            }
+            tokio::select! {
+                biased;
+                read = app.stream.read_buf(&mut app.read) => return Ok(read),
+                read = self.client.read_buf(&mut self.from_client), if room => match read {
+                    Ok(0) => return Err("the client closed its connection".into()),
+                    Ok(_) => {}
+                    Err(err) => return Err(err.into()),
+                },
+            }
+        }
+    }
+
     /// Answers 502 after the app failed mid-head: its connection is dropped.
-    async fn gave_up(&mut self, close: bool, why: &str) -> Result<bool, Failure> {
+    async fn gave_up(
+        &mut self,
+        request: &Request,
+        close: bool,
+        why: &str,
+    ) -> Result<bool, Failure> {
         debug!(why, upstream = %self.conn.shared.upstream, "the app did not answer");
-        self.bad_gateway(close).await?;
+        self.bad_gateway(close, request.head).await?;
         Ok(close)
     }
 
-    /// The shim's own answer when the app did not answer.
-    async fn bad_gateway(&mut self, close: bool) -> io::Result<()> {
+    /// The shim's own answer when the app did not answer (without its body for a HEAD
+    /// request).
+    async fn bad_gateway(&mut self, close: bool, head: bool) -> io::Result<()> {
         let text = format!(
             "rollguard shim: the app at {} did not answer\n",
             self.conn.shared.upstream
@@ -352,7 +411,9 @@ impl H1<'_> {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(text.as_bytes());
+        if !head {
+            out.extend_from_slice(text.as_bytes());
+        }
         let written = self.client.write_all(out).await;
         out.clear();
         written
@@ -400,7 +461,8 @@ fn parse_request(buf: &[u8], upstream: &str, client_ip: &[u8], out: &mut Vec<u8>
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
     };
-    if !target.starts_with('/') {
+    // A CONNECT's answer opens a tunnel: hyper's to handle.
+    if !target.starts_with('/') || method == "CONNECT" {
         return Parsed::Other;
     }
     let mut length: Option<usize> = None;
@@ -435,6 +497,12 @@ fn parse_request(buf: &[u8], upstream: &str, client_ip: &[u8], out: &mut Vec<u8>
             for token in tokens(header.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
+                } else if FRAMED_HERE
+                    .iter()
+                    .any(|framed| framed.as_bytes().eq_ignore_ascii_case(token))
+                {
+                    // Dropping one of these would change the request, not just its hop.
+                    return Parsed::Other;
                 } else {
                     named.push(token);
                 }
@@ -462,10 +530,17 @@ fn parse_request(buf: &[u8], upstream: &str, client_ip: &[u8], out: &mut Vec<u8>
                 .any(|named| named.eq_ignore_ascii_case(name.as_bytes()))
     };
     for header in req.headers.iter() {
-        if ends_here(header.name) || header.name.eq_ignore_ascii_case("x-forwarded-for") {
+        if ends_here(header.name)
+            || header.name.eq_ignore_ascii_case("x-forwarded-for")
+            || header.name.eq_ignore_ascii_case("content-length")
+        {
             continue;
         }
         push_header(out, header.name.as_bytes(), header.value);
+    }
+    // One length, however many lines said it.
+    if let Some(length) = length {
+        push_header(out, b"content-length", length.to_string().as_bytes());
     }
     if !has_host {
         push_header(out, b"host", upstream.as_bytes());
@@ -509,6 +584,8 @@ struct Answer {
     /// An interim (1xx) answer: the real one follows.
     interim: bool,
     framing: Framing,
+    /// The body goes to the client chunked (its own framing is the app's close).
+    rechunk: bool,
     /// The app keeps its connection open after this answer.
     keep_app: bool,
     /// The client's connection closes after this answer.
@@ -535,6 +612,9 @@ fn parse_answer(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err("the app's answer is not HTTP/1.x");
     };
+    if status < 100 {
+        return Err("the app's answer has no valid status");
+    }
     if status == 101 {
         return Err("the app switched protocols without being asked to");
     }
@@ -583,7 +663,10 @@ fn parse_answer(
             (None, Some(len)) => Framing::Length(len),
         }
     };
-    let close = close || framing == Framing::UntilClose;
+    // A body that ends at the app's close goes to the client chunked, so that its
+    // connection stays and a body cut short shows; unless the app named another coding.
+    let rechunk = framing == Framing::UntilClose && chunked.is_none();
+    let close = close || (framing == Framing::UntilClose && !rechunk);
     let keep_app = framing != Framing::UntilClose && !app_close && (version == 1 || app_keep_alive);
 
     out.clear();
@@ -614,6 +697,9 @@ fn parse_answer(
         if !has_date {
             write_date(out);
         }
+        if rechunk {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -623,6 +709,7 @@ fn parse_answer(
         head_len,
         interim,
         framing,
+        rechunk,
         keep_app,
         close,
     }))
@@ -739,6 +826,23 @@ impl Chunked {
             };
         }
         Ok(at)
+    }
+}
+
+/// Completes when the kept connection to the app is no longer open (see [`App::is_open`]);
+/// never without one.
+async fn closed(app: Option<&App>) {
+    let Some(app) = app else {
+        return std::future::pending().await;
+    };
+    loop {
+        if std::future::poll_fn(|cx| app.stream.poll_read_ready(cx))
+            .await
+            .is_err()
+            || !app.is_open()
+        {
+            return;
+        }
     }
 }
 
@@ -913,8 +1017,8 @@ mod tests {
 
     #[test]
     fn a_request_body_comes_whole_with_its_head() {
-        let raw =
-            "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let raw = "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\
+                   Content-Length: 5\r\n\r\nhello";
         // Not all there yet: wait for more.
         assert_eq!(request(&raw[..raw.len() - 2]).0, Parsed::Partial);
         let (parsed, out) = request(&format!("{raw}GET / HTTP/1.1\r\n"));
@@ -928,6 +1032,7 @@ mod tests {
             })
         );
         assert!(out.ends_with("\r\n\r\nhello"), "{out}");
+        assert_eq!(out.matches("ontent-length").count(), 1, "{out}");
         assert!(!out.contains("Connection"), "{out}");
         let (parsed, _) = request("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n");
         assert!(matches!(
@@ -950,6 +1055,12 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\na",
             "POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "CONNECT /x HTTP/1.1\r\nHost: shop\r\n\r\n",
+            // Dropping what `Connection` names must not unframe the body (nor drop the
+            // headers the shim writes).
+            "POST / HTTP/1.1\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\nx",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: Host\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: x-forwarded-proto\r\n\r\n",
             "\x16\x03\x01\x02\x00",
         ] {
             assert_eq!(request(raw).0, Parsed::Other, "{raw:?}");
@@ -986,8 +1097,8 @@ mod tests {
 
         let (got, out) = answer("HTTP/1.0 200 OK\r\nX: 1\r\n\r\n", false, false);
         assert_eq!(got.framing, Framing::UntilClose);
-        assert!(!got.keep_app && got.close);
-        assert_eq!(lines(&out), ["X: 1", "connection: close"]);
+        assert!(got.rechunk && !got.keep_app && !got.close);
+        assert_eq!(lines(&out), ["X: 1", "transfer-encoding: chunked"]);
 
         let (got, _) = answer(
             "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
@@ -996,12 +1107,17 @@ mod tests {
         );
         assert!(got.keep_app && got.close);
 
-        let (got, _) = answer(
+        let (got, out) = answer(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             false,
             false,
         );
         assert_eq!(got.framing, Framing::UntilClose);
+        assert!(!got.rechunk && got.close);
+        assert_eq!(
+            lines(&out),
+            ["Transfer-Encoding: gzip", "connection: close"]
+        );
 
         for (raw, head) in [
             ("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", true),
@@ -1035,6 +1151,7 @@ mod tests {
         };
         for raw in [
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 099 Odd\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
