@@ -733,8 +733,10 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
 }
 
-/// Removes the hop-by-hop headers, and those `Connection` names. Most messages carry none,
-/// so one pass over the headers decides whether anything needs removing.
+/// Removes the hop-by-hop headers, and those `Connection` names but `Host` and the
+/// message's framing, which no hop may take away (as nginx and haproxy ignore such
+/// names). Most messages carry none, so one pass over the headers decides whether anything
+/// needs removing.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
@@ -745,6 +747,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| {
+            *name != header::HOST
+                && *name != header::CONTENT_LENGTH
+                && *name != header::TRANSFER_ENCODING
+        })
         .collect();
     for name in named {
         headers.remove(name);
@@ -820,6 +827,22 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn connection_cannot_name_away_the_host_or_the_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Host, content-length, x-secret"),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("shop"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers[header::HOST], "shop");
+        assert_eq!(headers[header::CONTENT_LENGTH], "5");
     }
 
     #[test]

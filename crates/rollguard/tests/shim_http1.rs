@@ -1460,3 +1460,66 @@ fn the_drain_closes_an_idle_connection_with_a_stray_crlf() {
     shim.proc.signal(Signal::SIGTERM);
     client.expect_eof(&shim);
 }
+
+/// A `Connection` that names `Host` does not take the request's `Host` away.
+#[test]
+fn a_connection_header_naming_host_leaves_the_host() {
+    let app = FakeApp::start(|mut conn| {
+        while conn.request().is_some() {
+            conn.write(ok(b"ok"));
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    client.send("GET /h HTTP/1.1\r\nHost: shop.example\r\nConnection: host\r\n\r\n");
+    assert_eq!(client.answer(&shim, "GET").text(), "ok");
+    let request = app
+        .requests()
+        .into_iter()
+        .next()
+        .expect("the app got the request");
+    assert_eq!(
+        request.head.get("host"),
+        Some("shop.example"),
+        "{request:?}"
+    );
+}
+
+/// A client that pipelines two requests, the last saying `Connection: close`, and then
+/// closes its side still gets both answers.
+#[test]
+fn pipelined_requests_then_a_half_close_are_all_answered() {
+    let app = FakeApp::start(|mut conn| {
+        while let Some(req) = conn.request() {
+            conn.write(ok(format!("answer to {}", req.head.second()).as_bytes()));
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    client.send(
+        "GET /one HTTP/1.1\r\nHost: shim.test\r\n\r\n\
+         GET /two HTTP/1.1\r\nHost: shim.test\r\nConnection: close\r\n\r\n",
+    );
+    client
+        .wire
+        .stream
+        .shutdown(Shutdown::Write)
+        .expect("the client closes its side");
+    assert_eq!(client.answer(&shim, "GET").text(), "answer to /one");
+    assert_eq!(client.answer(&shim, "GET").text(), "answer to /two");
+}
+
+/// A chunked body that is malformed from its first byte gets the shim's 502, not a reset:
+/// nothing of the answer had gone to the client yet.
+#[test]
+fn an_answer_with_a_malformed_chunked_body_gets_a_502() {
+    let app = FakeApp::start(|mut conn| {
+        if conn.request().is_some() {
+            conn.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+        }
+    });
+    let shim = Shim::start(app.addr);
+    let mut client = shim.client();
+    let answer = client.get(&shim, "/");
+    assert_eq!(answer.head.status(), 502, "{answer:?}");
+}

@@ -73,6 +73,7 @@ pub(super) async fn serve(conn: &Arc<Connection>, client: TcpStream) -> Served {
         to_app: Vec::with_capacity(1024),
         to_client: Vec::with_capacity(1024),
         app: None,
+        client_done: false,
     };
     let mut draining = conn.draining.clone();
     // Made once and polled between requests: waits on the drain's start.
@@ -127,6 +128,9 @@ struct H1<'a> {
     to_client: Vec<u8>,
     /// The connection to the app, kept between requests.
     app: Option<App>,
+    /// The client closed its side after a request that said `Connection: close`: it
+    /// waits for that answer, and sends nothing more.
+    client_done: bool,
 }
 
 /// A connection to the app and what was read from it.
@@ -255,7 +259,7 @@ impl H1<'_> {
                         .await;
                 }
                 Ok(None) => {
-                    let read = self.read_app(&mut app).await?;
+                    let read = self.read_app(&mut app, request).await?;
                     // A kept connection the app closed just as the request went out (its
                     // keep-alive timeout, say) answers nothing: an idempotent request goes
                     // again, once, on a new connection (RFC 9112, section 9.3.1).
@@ -290,7 +294,16 @@ impl H1<'_> {
         app.read.advance(answer.head_len);
         let mut framing = answer.framing;
         loop {
-            let (take, done) = framing.take(&app.read)?;
+            let (take, done) = match framing.take(&app.read) {
+                Ok(taken) => taken,
+                // Nothing has gone to the client yet (its head still waits in
+                // `to_client`): it can still get the shim's 502.
+                Err(why) if !self.to_client.is_empty() => {
+                    self.to_client.clear();
+                    return self.gave_up(request, closing(self.conn), why).await;
+                }
+                Err(why) => return Err(why.into()),
+            };
             let body = &app.read[..take];
             if answer.rechunk {
                 if take > 0 {
@@ -313,7 +326,7 @@ impl H1<'_> {
             if done {
                 break;
             }
-            if self.read_app(&mut app).await?? == 0 {
+            if self.read_app(&mut app, request).await?? == 0 {
                 if framing != Framing::UntilClose {
                     return Err("the app closed the connection mid-answer".into());
                 }
@@ -359,20 +372,27 @@ impl H1<'_> {
         Ok(app)
     }
 
-    /// Waits for the app's next bytes. Meanwhile reads what the client sends (a pipelined
-    /// request, up to the most this path would wait for), so that a client that leaves is
-    /// noticed at once: that is an error; the app's read, failed or not, is the result.
-    async fn read_app(&mut self, app: &mut App) -> Result<io::Result<usize>, Failure> {
+    /// Waits for the app's next bytes. While nothing else from the client is buffered, also
+    /// reads from the client, so that a client that leaves is noticed at once: that is an
+    /// error, unless `request` said `Connection: close` (the client closed only its side,
+    /// and waits for the answer). A client that pipelined requests and then closed its side
+    /// gets the answers to those. The app's read, failed or not, is the result.
+    async fn read_app(
+        &mut self,
+        app: &mut App,
+        request: &Request,
+    ) -> Result<io::Result<usize>, Failure> {
         app.read.reserve(READ_SIZE);
         loop {
-            let room = self.from_client.len() < MAX_REQUEST_HEAD + MAX_REQUEST_BODY;
-            if room {
+            let watch = self.from_client.is_empty() && !self.client_done;
+            if watch {
                 self.from_client.reserve(READ_SIZE);
             }
             tokio::select! {
                 biased;
                 read = app.stream.read_buf(&mut app.read) => return Ok(read),
-                read = self.client.read_buf(&mut self.from_client), if room => match read {
+                read = self.client.read_buf(&mut self.from_client), if watch => match read {
+                    Ok(0) if request.close => self.client_done = true,
                     Ok(0) => return Err("the client closed its connection".into()),
                     Ok(_) => {}
                     Err(err) => return Err(err.into()),
