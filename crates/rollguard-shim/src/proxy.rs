@@ -745,8 +745,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| tokens(v.as_bytes()))
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .filter(|name| {
             *name != header::HOST
                 && *name != header::CONTENT_LENGTH
@@ -775,8 +775,17 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            .flat_map(|v| tokens(v.as_bytes()))
+            .any(|token| token.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Splits a comma-separated header value (`Connection`, `Transfer-Encoding`) into its
+/// trimmed, non-empty items.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
 }
 
 /// Adds the client's address to `X-Forwarded-For`, after any addresses already there.

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{Answering, Connection, is_hop_by_hop};
+use super::{Answering, Connection, is_hop_by_hop, tokens};
 use crate::upstream;
 
 /// Header lines a head may have; a request with more goes to hyper (whose limit is the
@@ -232,10 +232,8 @@ impl H1<'_> {
         let (mut app, mut retry) = match self.send().await {
             Ok((app, reused)) => (app, reused && request.idempotent),
             Err(err) => {
-                debug!(%err, upstream = %self.conn.shared.upstream, "the app did not answer");
                 let close = closing(self.conn);
-                self.bad_gateway(close, request.head).await?;
-                return Ok(close);
+                return self.gave_up(request, close, &err.to_string()).await;
             }
         };
         // The head, after any interim (1xx) answers, which pass straight on.
@@ -401,7 +399,8 @@ impl H1<'_> {
         }
     }
 
-    /// Answers 502 after the app failed mid-head: its connection is dropped.
+    /// Answers 502 when the app could not be reached or failed before its answer's head
+    /// was passed on: its connection is dropped.
     async fn gave_up(
         &mut self,
         request: &Request,
@@ -543,14 +542,8 @@ fn parse_request(buf: &[u8], upstream: &str, client_ip: &[u8], out: &mut Vec<u8>
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let ends_here = |name: &str| {
-        is_hop_by_hop(name)
-            || named
-                .iter()
-                .any(|named| named.eq_ignore_ascii_case(name.as_bytes()))
-    };
     for header in req.headers.iter() {
-        if ends_here(header.name)
+        if ends_here(header.name, &named)
             || header.name.eq_ignore_ascii_case("x-forwarded-for")
             || header.name.eq_ignore_ascii_case("content-length")
         {
@@ -704,10 +697,7 @@ fn parse_answer(
         } else if name.eq_ignore_ascii_case("content-length") {
             chunked.is_none()
         } else {
-            !is_hop_by_hop(name)
-                && !named
-                    .iter()
-                    .any(|named| named.eq_ignore_ascii_case(name.as_bytes()))
+            !ends_here(name, &named)
         };
         if passes {
             push_header(out, name.as_bytes(), header.value);
@@ -879,12 +869,13 @@ async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), (io::Erro
     Ok(())
 }
 
-/// Splits a comma-separated header value into its trimmed, non-empty items.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty())
+/// Whether header `name` is for this hop only: hop-by-hop, or `named` by the message's
+/// `Connection`.
+fn ends_here(name: &str, named: &[&[u8]]) -> bool {
+    is_hop_by_hop(name)
+        || named
+            .iter()
+            .any(|named| named.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// A `Content-Length` value: digits only.
