@@ -602,6 +602,15 @@ impl FakeApp {
         }
     }
 
+    /// An app that answers every request `200 OK` with `body`.
+    fn answering(body: Vec<u8>) -> FakeApp {
+        FakeApp::start(move |mut conn| {
+            while conn.request().is_some() {
+                conn.write(ok(&body));
+            }
+        })
+    }
+
     /// Every request so far, in the order the app read them.
     fn requests(&self) -> Vec<Message> {
         self.requests_by_connection()
@@ -972,12 +981,7 @@ fn interim_103_answer_is_followed_by_the_final_answer() {
 #[test]
 fn four_mib_answer_arrives_whole() {
     let body = pattern(4 << 20, 8);
-    let app_body = body.clone();
-    let app = FakeApp::start(move |mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(&app_body));
-        }
-    });
+    let app = FakeApp::answering(body.clone());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     let answer = client.get(&shim, "/big");
@@ -991,11 +995,7 @@ fn four_mib_answer_arrives_whole() {
 /// A client that says `Connection: close` gets the whole answer, then EOF.
 #[test]
 fn client_connection_close_gets_the_whole_answer_then_eof() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"goodbye"));
-        }
-    });
+    let app = FakeApp::answering(b"goodbye".to_vec());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     client.send("GET /last HTTP/1.1\r\nHost: shim.test\r\nConnection: close\r\n\r\n");
@@ -1044,11 +1044,7 @@ fn http10_request_gets_an_unchunked_answer_then_eof() {
 /// reaches the app, and the shim then serves a new connection normally.
 #[test]
 fn garbage_gets_a_4xx_or_a_close_and_the_shim_keeps_serving() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"fine"));
-        }
-    });
+    let app = FakeApp::answering(b"fine".to_vec());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     // What a TLS client would send first, then text that is no request line.
@@ -1164,11 +1160,7 @@ fn hop_by_hop_answer_headers_stop_at_the_shim() {
 /// A request target in absolute form reaches the app in origin form.
 #[test]
 fn absolute_form_target_reaches_the_app_in_origin_form() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"here"));
-        }
-    });
+    let app = FakeApp::answering(b"here".to_vec());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     client.send("GET http://example.test/p?q=1 HTTP/1.1\r\nHost: example.test\r\n\r\n");
@@ -1225,11 +1217,7 @@ fn eight_kib_header_lines_pass_both_ways() {
 /// names, `Keep-Alive`, `TE`, `Proxy-Connection`).
 #[test]
 fn app_gets_forwarded_headers_and_none_of_the_clients_hop_by_hop_headers() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"seen"));
-        }
-    });
+    let app = FakeApp::answering(b"seen".to_vec());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     client.send(
@@ -1329,11 +1317,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// one request whose body is what the client sent, not a second request made of it.
 #[test]
 fn a_request_whose_connection_header_names_content_length_stays_one_request() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"ok"));
-        }
-    });
+    let app = FakeApp::answering(b"ok".to_vec());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     let inner = "GET /admin HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
@@ -1438,11 +1422,7 @@ fn a_close_delimited_answer_keeps_the_clients_connection() {
 /// time is closed, even when the client sent a stray CRLF after its last request.
 #[test]
 fn the_drain_closes_an_idle_connection_with_a_stray_crlf() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"ok"));
-        }
-    });
+    let app = FakeApp::answering(b"ok".to_vec());
     let shim = Shim::start_with(
         app.addr,
         &[
@@ -1464,11 +1444,7 @@ fn the_drain_closes_an_idle_connection_with_a_stray_crlf() {
 /// A `Connection` that names `Host` does not take the request's `Host` away.
 #[test]
 fn a_connection_header_naming_host_leaves_the_host() {
-    let app = FakeApp::start(|mut conn| {
-        while conn.request().is_some() {
-            conn.write(ok(b"ok"));
-        }
-    });
+    let app = FakeApp::answering(b"ok".to_vec());
     let shim = Shim::start(app.addr);
     let mut client = shim.client();
     client.send("GET /h HTTP/1.1\r\nHost: shop.example\r\nConnection: host\r\n\r\n");
